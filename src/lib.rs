@@ -1,0 +1,1 @@
+//! apilb: one binary that fronts kube-apiservers.
