@@ -156,10 +156,28 @@ mod tests {
     fn finds_nested_values_and_falls_back_to_ancestors() {
         let src = "listen: [\"127.0.0.1:1\"]\nbackends:\n  - name: a\n    address: x:1\n  - name: b\n    address: \"y:2\"\ntimeouts:\n  idle: 1h\n";
         let loc = Locations::index(src);
-        assert_eq!(loc.find("backends[1].address"), Position { line: 6, column: 14 });
-        assert_eq!(loc.find("backends[0].name"), Position { line: 3, column: 11 });
+        assert_eq!(
+            loc.find("backends[1].address"),
+            Position {
+                line: 6,
+                column: 14
+            }
+        );
+        assert_eq!(
+            loc.find("backends[0].name"),
+            Position {
+                line: 3,
+                column: 11
+            }
+        );
         assert_eq!(loc.find("timeouts.idle"), Position { line: 8, column: 9 });
-        assert_eq!(loc.find("listen[0]"), Position { line: 1, column: 10 });
+        assert_eq!(
+            loc.find("listen[0]"),
+            Position {
+                line: 1,
+                column: 10
+            }
+        );
         // Missing key: the closest ancestor.
         assert_eq!(loc.find("timeouts.drain"), Position { line: 7, column: 1 });
     }

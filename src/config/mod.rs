@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use locate::Position;
 use locate::Locations;
+pub use locate::Position;
 use raw::{FileConfig, Scalar};
 
 /// Default balancing algorithm: long-lived watches make least-connections the sane choice.
@@ -339,10 +339,18 @@ impl Checker {
         let t = &raw.timeouts;
         let timeouts = Timeouts {
             connect: self
-                .duration(t.connect.as_ref(), "timeouts.connect", Some(Duration::from_millis(1)))
+                .duration(
+                    t.connect.as_ref(),
+                    "timeouts.connect",
+                    Some(Duration::from_millis(1)),
+                )
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             idle: self
-                .duration(t.idle.as_ref(), "timeouts.idle", Some(Duration::from_secs(1)))
+                .duration(
+                    t.idle.as_ref(),
+                    "timeouts.idle",
+                    Some(Duration::from_secs(1)),
+                )
                 .unwrap_or(DEFAULT_IDLE_TIMEOUT),
             drain: self
                 .duration(t.drain.as_ref(), "timeouts.drain", None)
@@ -367,7 +375,11 @@ impl Checker {
                 .duration(k.keepalive_time.as_ref(), "tcp.keepaliveTime", second)
                 .unwrap_or(DEFAULT_KEEPALIVE_TIME),
             keepalive_interval: self
-                .duration(k.keepalive_interval.as_ref(), "tcp.keepaliveInterval", second)
+                .duration(
+                    k.keepalive_interval.as_ref(),
+                    "tcp.keepaliveInterval",
+                    second,
+                )
                 .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_count: self
                 .number(k.keepalive_count.as_ref(), "tcp.keepaliveCount", 1, 127)
@@ -390,7 +402,10 @@ impl Checker {
 
     fn listen(&mut self, raw: &[Scalar]) -> Option<Vec<SocketAddr>> {
         if raw.is_empty() {
-            self.problem("listen", "needs at least one address, e.g. [\"127.0.0.1:6443\"]");
+            self.problem(
+                "listen",
+                "needs at least one address, e.g. [\"127.0.0.1:6443\"]",
+            );
             return None;
         }
         let mut out = Vec::with_capacity(raw.len());
@@ -399,12 +414,14 @@ impl Checker {
             let key = format!("listen[{i}]");
             match parse_socket_addr(&s.0) {
                 Ok(addr) => {
-                    if addr.port() != 0 && !seen.insert(addr) {
+                    if !seen.insert(addr) {
                         self.problem(&key, format!("\"{addr}\" is listed twice"));
                     }
                     out.push(addr);
                 }
-                Err(why) => self.problem(&key, format!("\"{}\" is not a valid address: {why}", s.0)),
+                Err(why) => {
+                    self.problem(&key, format!("\"{}\" is not a valid address: {why}", s.0))
+                }
             }
         }
         (out.len() == raw.len()).then_some(out)
@@ -523,14 +540,22 @@ impl Checker {
         }
     }
 
-    fn duration(&mut self, raw: Option<&Scalar>, key: &str, min: Option<Duration>) -> Option<Duration> {
+    fn duration(
+        &mut self,
+        raw: Option<&Scalar>,
+        key: &str,
+        min: Option<Duration>,
+    ) -> Option<Duration> {
         let text = raw?.0.as_str();
         match parse_duration(text) {
             Ok(d) => match min {
                 Some(min) if d < min => {
                     self.problem(
                         key,
-                        format!("{text} is too short (at least {})", humantime::format_duration(min)),
+                        format!(
+                            "{text} is too short (at least {})",
+                            humantime::format_duration(min)
+                        ),
                     );
                     None
                 }
@@ -629,11 +654,15 @@ fn check_dns_name(host: &str) -> Result<(), String> {
     for label in name.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err(format!("\"{host}\" is not a valid host name (label \"{label}\")"));
+            return Err(format!(
+                "\"{host}\" is not a valid host name (label \"{label}\")"
+            ));
         }
     }
     Ok(())

@@ -117,7 +117,10 @@ fn bad_configs_get_exact_errors() {
             "lb.yaml:1:1: missing field `backends`",
         ),
         // 5. Empty file.
-        ("", "lb.yaml:1:1: the file is empty; a config needs at least `listen` and `backends`"),
+        (
+            "",
+            "lb.yaml:1:1: the file is empty; a config needs at least `listen` and `backends`",
+        ),
         // 6. Listen without a port.
         (
             "listen: [\"127.0.0.1\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\n",
@@ -130,22 +133,30 @@ fn bad_configs_get_exact_errors() {
         ),
         // 8. Duplicate backend names and addresses, all reported.
         (
-            &format!("{HEAD}backends:\n  - {{name: a, address: \"10.0.0.1:6443\"}}\n  - {{name: a, address: \"10.0.0.1:6443\"}}\n"),
+            &format!(
+                "{HEAD}backends:\n  - {{name: a, address: \"10.0.0.1:6443\"}}\n  - {{name: a, address: \"10.0.0.1:6443\"}}\n"
+            ),
             "lb.yaml:4:12: backends[1].name: \"a\" is used by another backend\nlb.yaml:4:24: backends[1].address: \"10.0.0.1:6443\" is the address of another backend",
         ),
         // 9. Unknown balance.
         (
-            &format!("{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\nbalance: leastconn\n"),
+            &format!(
+                "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\nbalance: leastconn\n"
+            ),
             "lb.yaml:3:10: balance: \"leastconn\" is not one of least-connections, round-robin, random-two",
         ),
         // 10. Duration without a unit.
         (
-            &format!("{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\ntimeouts: {{connect: 3}}\n"),
+            &format!(
+                "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\ntimeouts: {{connect: 3}}\n"
+            ),
             "lb.yaml:3:21: timeouts.connect: \"3\" is not a duration: it has no unit (write e.g. 3s or 3ms)",
         ),
         // 11. Garbage duration.
         (
-            &format!("{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\ntimeouts:\n  idle: forever\n"),
+            &format!(
+                "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\ntimeouts:\n  idle: forever\n"
+            ),
             "lb.yaml:4:9: timeouts.idle: \"forever\" is not a duration: write a number and a unit, e.g. 3s, 250ms or 1h30m",
         ),
         // 12. Weight out of range.
@@ -155,7 +166,9 @@ fn bad_configs_get_exact_errors() {
         ),
         // 13. maxConnections not a number.
         (
-            &format!("{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\nmaxConnections: lots\n"),
+            &format!(
+                "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\nmaxConnections: lots\n"
+            ),
             "lb.yaml:3:17: maxConnections: \"lots\" is not a whole number",
         ),
         // 14. Empty lists.
@@ -165,7 +178,9 @@ fn bad_configs_get_exact_errors() {
         ),
         // 15. Backend port 0 and a bad port.
         (
-            &format!("{HEAD}backends:\n  - {{name: a, address: \"10.0.0.1:0\"}}\n  - {{name: b, address: \"10.0.0.2:http\"}}\n"),
+            &format!(
+                "{HEAD}backends:\n  - {{name: a, address: \"10.0.0.1:0\"}}\n  - {{name: b, address: \"10.0.0.2:http\"}}\n"
+            ),
             "lb.yaml:3:24: backends[0].address: \"10.0.0.1:0\" is not a valid address: port 0 cannot be connected to\nlb.yaml:4:24: backends[1].address: \"10.0.0.2:http\" is not a valid address: \"http\" is not a port (1 to 65535)",
         ),
         // 16. Bad host name.
@@ -175,7 +190,9 @@ fn bad_configs_get_exact_errors() {
         ),
         // 17. Bad backend name, bad boolean, backlog out of range.
         (
-            &format!("{HEAD}backends: [{{name: \"a b\", address: \"10.0.0.1:6443\"}}]\nlistener: {{reusePort: yes, backlog: 0}}\n"),
+            &format!(
+                "{HEAD}backends: [{{name: \"a b\", address: \"10.0.0.1:6443\"}}]\nlistener: {{reusePort: yes, backlog: 0}}\n"
+            ),
             "lb.yaml:2:19: backends[0].name: \"a b\" may only contain letters, digits, '-', '_' and '.'\nlb.yaml:3:23: listener.reusePort: \"yes\" is not true or false\nlb.yaml:3:37: listener.backlog: 0 is out of range (1 to 65535)",
         ),
         // 18. Wrong container type.

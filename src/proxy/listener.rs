@@ -1,0 +1,158 @@
+//! Listening sockets (socket2 options) and the accept loop: connection limit, back-off on
+//! descriptor exhaustion, one warning per burst of errors.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Shared, conn};
+use crate::config::{ListenerOptions, TcpOptions};
+
+/// First pause after an accept error caused by exhausted resources.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// Longest pause between accept attempts while resources stay exhausted.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Bind a listening socket on `addr` with `opts`.
+pub(crate) fn bind(addr: SocketAddr, opts: &ListenerOptions) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+        if opts.freebind {
+            socket.set_freebind_v6(true)?;
+        }
+    } else if opts.freebind {
+        socket.set_freebind_v4(true)?;
+    }
+    // Inherited by accepted sockets on Linux; set again per connection anyway.
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Set the per-connection options on one leg: TCP_NODELAY, keepalive and TCP_USER_TIMEOUT.
+pub(crate) fn tune(stream: &TcpStream, tcp: &TcpOptions) -> io::Result<()> {
+    let sock = SockRef::from(stream);
+    sock.set_tcp_nodelay(true)?;
+    let keepalive = TcpKeepalive::new()
+        .with_time(tcp.keepalive_time)
+        .with_interval(tcp.keepalive_interval)
+        .with_retries(tcp.keepalive_count);
+    sock.set_tcp_keepalive(&keepalive)?;
+    sock.set_tcp_user_timeout(Some(tcp.user_timeout))?;
+    Ok(())
+}
+
+/// Errors that mean "out of descriptors or memory": retrying at once would spin.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Accept on `listener` until `stop` is cancelled; each connection runs on `tracker`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    cut: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let local = listener.local_addr().ok();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut burst: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if burst > 0 {
+                    tracing::info!(listener = ?local, errors = burst, "accepting again after errors");
+                    burst = 0;
+                    backoff = ACCEPT_BACKOFF_MIN;
+                }
+                admit(&shared, stream, peer, &cut, &tracker);
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                shared
+                    .metrics
+                    .accept_errors
+                    .with_label_values(&["resources"])
+                    .inc();
+                if burst == 0 {
+                    tracing::warn!(listener = ?local, error = %e, "accept failed: out of resources; backing off");
+                }
+                burst += 1;
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+            Err(e) => {
+                // ECONNABORTED and friends: the client gave up before we accepted.
+                shared
+                    .metrics
+                    .accept_errors
+                    .with_label_values(&["other"])
+                    .inc();
+                tracing::debug!(listener = ?local, error = %e, "accept failed");
+            }
+        }
+    }
+    tracing::info!(listener = ?local, "stopped accepting");
+}
+
+/// Count the connection against `maxConnections` and start it, or close it at once.
+fn admit(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    cut: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    shared.metrics.accepted.inc();
+    let max = shared.settings.load().max_connections;
+    let before = shared.active.fetch_add(1, Ordering::AcqRel);
+    if before >= max {
+        shared.active.fetch_sub(1, Ordering::AcqRel);
+        shared
+            .metrics
+            .rejected
+            .with_label_values(&["max_connections"])
+            .inc();
+        tracing::debug!(%peer, max, "connection limit reached; closing");
+        drop(stream);
+        return;
+    }
+    shared.metrics.active.inc();
+    let guard = ClientGuard(Arc::clone(shared));
+    tracker.spawn(conn::run(guard, stream, peer, cut.clone()));
+}
+
+/// Counts one client connection against the limit while alive.
+pub(crate) struct ClientGuard(pub(crate) Arc<Shared>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.active.dec();
+    }
+}
