@@ -13,8 +13,8 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// `apilb_connections_active`: client connections open now.
     pub active: IntGauge,
-    /// `apilb_connections_failed_total{reason}`: clients closed because no backend took them
-    /// (`no_backend`).
+    /// `apilb_connections_failed_total{reason}`: clients closed without a backend connection
+    /// (`no_backend`: every backend failed; `local_resources`: no socket could be made).
     pub failed: IntCounterVec,
     /// `apilb_connections_closed_total{reason}`: how proxied connections ended
     /// (`eof`, `idle_timeout`, `drain_cut`, `client_error`, `backend_error`).

@@ -33,10 +33,18 @@ pub(crate) async fn run(
             c = connect_any(shared, &settings) => c,
             () = cut.cancelled() => return,
         };
-        let Some((backend, active)) = connected else {
-            shared.metrics.failed.with_label_values(&["no_backend"]).inc();
-            tracing::warn!("no backend accepted the connection; closing the client");
-            return;
+        let (backend, active) = match connected {
+            Ok(c) => c,
+            Err(NoConnection::NoBackend) => {
+                shared.metrics.failed.with_label_values(&["no_backend"]).inc();
+                tracing::warn!("no backend accepted the connection; closing the client");
+                return;
+            }
+            Err(NoConnection::Local(e)) => {
+                shared.metrics.failed.with_label_values(&["local_resources"]).inc();
+                tracing::debug!(error = %e, "no socket for the backend leg; closing the client");
+                return;
+            }
         };
         let name = active.backend().name().to_owned();
         tracing::debug!(backend = %name, "connected");
@@ -85,13 +93,33 @@ fn failure_reason(e: &io::Error) -> &'static str {
     }
 }
 
+/// Why a client got no backend connection.
+enum NoConnection {
+    /// Every backend was tried and failed.
+    NoBackend,
+    /// This process could not make a socket (descriptor or memory limits): not the
+    /// backends' fault, so not counted against them.
+    Local(io::Error),
+}
+
+/// A failed attempt, with blame.
+enum AttemptError {
+    Local(io::Error),
+    Backend(io::Error),
+}
+
 /// Try backends in the order the selector picks them, each at most once.
-async fn connect_any(shared: &Shared, settings: &Settings) -> Option<(TcpStream, ActiveGuard)> {
+async fn connect_any(
+    shared: &Shared,
+    settings: &Settings,
+) -> Result<(TcpStream, ActiveGuard), NoConnection> {
     let list = shared.backends.snapshot();
     let mut tried = vec![false; list.len()];
     for _ in 0..list.len() {
         let cands = BackendSet::candidates(&list);
-        let i = settings.selector.pick(&cands, |i| !tried[i])?;
+        let Some(i) = settings.selector.pick(&cands, |i| !tried[i]) else {
+            break;
+        };
         tried[i] = true;
         let backend = &list[i];
         match connect_one(backend, settings).await {
@@ -101,9 +129,10 @@ async fn connect_any(shared: &Shared, settings: &Settings) -> Option<(TcpStream,
                     .backend_connections
                     .with_label_values(&[backend.name()])
                     .inc();
-                return Some((stream, backend.connected()));
+                return Ok((stream, backend.connected()));
             }
-            Err(e) => {
+            Err(AttemptError::Local(e)) => return Err(NoConnection::Local(e)),
+            Err(AttemptError::Backend(e)) => {
                 let run = backend.connect_failed();
                 let reason = failure_reason(&e);
                 shared
@@ -115,27 +144,28 @@ async fn connect_any(shared: &Shared, settings: &Settings) -> Option<(TcpStream,
             }
         }
     }
-    None
+    Err(NoConnection::NoBackend)
 }
 
 /// One attempt at one backend, bounded by the connect timeout (name resolution included).
-async fn connect_one(backend: &Arc<Backend>, settings: &Settings) -> io::Result<TcpStream> {
+async fn connect_one(
+    backend: &Arc<Backend>,
+    settings: &Settings,
+) -> Result<TcpStream, AttemptError> {
     let timeout = settings.timeouts.connect;
     let attempt = async {
         let addrs: Vec<SocketAddr> = match backend.address() {
             BackendAddress::Ip(addr) => vec![*addr],
             BackendAddress::Dns { host, port } => {
+                let not_found = |why: String| {
+                    AttemptError::Backend(io::Error::new(io::ErrorKind::NotFound, why))
+                };
                 let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
                     .await
-                    .map_err(|e| {
-                        io::Error::new(io::ErrorKind::NotFound, format!("resolving {host}: {e}"))
-                    })?
+                    .map_err(|e| not_found(format!("resolving {host}: {e}")))?
                     .collect();
                 if found.is_empty() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("{host} has no addresses"),
-                    ));
+                    return Err(not_found(format!("{host} has no addresses")));
                 }
                 found
             }
@@ -143,25 +173,30 @@ async fn connect_one(backend: &Arc<Backend>, settings: &Settings) -> io::Result<
         let mut last = None;
         for addr in addrs {
             let socket = if addr.is_ipv6() {
-                TcpSocket::new_v6()?
+                TcpSocket::new_v6()
             } else {
-                TcpSocket::new_v4()?
-            };
+                TcpSocket::new_v4()
+            }
+            .map_err(AttemptError::Local)?;
             match socket.connect(addr).await {
                 Ok(stream) => {
-                    tune(&stream, &settings.tcp)?;
+                    if let Err(e) = tune(&stream, &settings.tcp) {
+                        tracing::debug!(error = %e, "backend socket options");
+                    }
                     return Ok(stream);
                 }
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
+        Err(AttemptError::Backend(last.unwrap_or_else(|| {
+            io::Error::other("no address to connect to")
+        })))
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
-        Err(_) => Err(io::Error::new(
+        Err(_) => Err(AttemptError::Backend(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("no answer within {}", humantime::format_duration(timeout)),
-        )),
+        ))),
     }
 }

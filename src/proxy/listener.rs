@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,6 +20,8 @@ use crate::config::{ListenerOptions, TcpOptions};
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// Longest pause between accept attempts while resources stay exhausted.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A burst of accept errors ends after this long without one.
+const BURST_QUIET: Duration = Duration::from_secs(1);
 
 /// Bind a listening socket on `addr` with `opts`.
 pub(crate) fn bind(addr: SocketAddr, opts: &ListenerOptions) -> io::Result<TcpListener> {
@@ -74,7 +77,7 @@ pub(crate) async fn accept_loop(
 ) {
     let local = listener.local_addr().ok();
     let mut backoff = ACCEPT_BACKOFF_MIN;
-    let mut burst: u64 = 0;
+    let mut burst = Burst::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -83,9 +86,8 @@ pub(crate) async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                if burst > 0 {
-                    tracing::info!(listener = ?local, errors = burst, "accepting again after errors");
-                    burst = 0;
+                if let Some(errors) = burst.ok(Instant::now()) {
+                    tracing::info!(listener = ?local, errors, "accepting again after errors");
                     backoff = ACCEPT_BACKOFF_MIN;
                 }
                 admit(&shared, stream, peer, &cut, &tracker);
@@ -96,10 +98,9 @@ pub(crate) async fn accept_loop(
                     .accept_errors
                     .with_label_values(&["resources"])
                     .inc();
-                if burst == 0 {
+                if burst.error(Instant::now()) {
                     tracing::warn!(listener = ?local, error = %e, "accept failed: out of resources; backing off");
                 }
-                burst += 1;
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}
@@ -118,6 +119,33 @@ pub(crate) async fn accept_loop(
         }
     }
     tracing::info!(listener = ?local, "stopped accepting");
+}
+
+/// A run of accept errors: it starts with the first error and ends at the first successful
+/// accept that comes [`BURST_QUIET`] after the last error. Warnings are logged once per
+/// burst, so a proxy flapping at its descriptor limit does not flood the log.
+#[derive(Debug, Default)]
+struct Burst {
+    errors: u64,
+    last: Option<Instant>,
+}
+
+impl Burst {
+    /// Record an error; true if it starts a burst.
+    fn error(&mut self, now: Instant) -> bool {
+        self.errors += 1;
+        self.last.replace(now).is_none()
+    }
+
+    /// Record a successful accept; the burst's error count if this ends it.
+    fn ok(&mut self, now: Instant) -> Option<u64> {
+        let last = self.last?;
+        if now.duration_since(last) < BURST_QUIET {
+            return None;
+        }
+        self.last = None;
+        Some(std::mem::take(&mut self.errors))
+    }
 }
 
 /// Count the connection against `maxConnections` and start it, or close it at once.
@@ -154,5 +182,26 @@ impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
         self.0.metrics.active.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_warns_once_and_ends_after_a_quiet_spell() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut b = Burst::default();
+        assert_eq!(b.ok(ms(0)), None, "no burst, nothing to end");
+        assert!(b.error(ms(10)), "first error starts a burst");
+        assert!(!b.error(ms(20)));
+        // Accepts in between errors do not end it.
+        assert_eq!(b.ok(ms(30)), None);
+        assert!(!b.error(ms(500)));
+        assert_eq!(b.ok(ms(1499)), None);
+        assert_eq!(b.ok(ms(1500)), Some(3));
+        assert!(b.error(ms(1600)), "a new burst");
     }
 }
