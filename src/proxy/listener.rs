@@ -205,3 +205,90 @@ mod tests {
         assert!(b.error(ms(1600)), "a new burst");
     }
 }
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+    use crate::config::{
+        DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIME,
+        DEFAULT_USER_TIMEOUT,
+    };
+
+    #[tokio::test]
+    async fn listeners_carry_their_options() {
+        let opts = ListenerOptions {
+            backlog: 16,
+            reuse_port: true,
+            freebind: true,
+        };
+        let l = bind("127.0.0.1:0".parse().expect("addr"), &opts).expect("bind");
+        let sock = SockRef::from(&l);
+        assert!(sock.reuse_address().expect("getsockopt"));
+        assert!(sock.reuse_port().expect("getsockopt"));
+        assert!(sock.freebind_v4().expect("getsockopt"));
+        let plain = ListenerOptions {
+            reuse_port: false,
+            freebind: false,
+            ..opts
+        };
+        let l = bind("127.0.0.1:0".parse().expect("addr"), &plain).expect("bind");
+        let sock = SockRef::from(&l);
+        assert!(!sock.reuse_port().expect("getsockopt"));
+        assert!(!sock.freebind_v4().expect("getsockopt"));
+    }
+
+    #[tokio::test]
+    async fn ipv6_listeners_are_v6_only() {
+        let opts = ListenerOptions {
+            backlog: 16,
+            reuse_port: false,
+            freebind: true,
+        };
+        match bind("[::1]:0".parse().expect("addr"), &opts) {
+            Ok(l) => {
+                let sock = SockRef::from(&l);
+                assert!(sock.only_v6().expect("getsockopt"));
+                assert!(sock.freebind_v6().expect("getsockopt"));
+            }
+            // A host without IPv6 loopback cannot run this check.
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                eprintln!("skipped: no ::1 on this host ({e})");
+            }
+            Err(e) => panic!("bind [::1]:0: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn both_legs_get_keepalive_and_user_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let s = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let tcp = TcpOptions {
+            keepalive_time: DEFAULT_KEEPALIVE_TIME,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_count: DEFAULT_KEEPALIVE_COUNT,
+            user_timeout: DEFAULT_USER_TIMEOUT,
+        };
+        tune(&s, &tcp).expect("tune");
+        let sock = SockRef::from(&s);
+        assert!(sock.tcp_nodelay().expect("getsockopt"));
+        assert!(sock.keepalive().expect("getsockopt"));
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("getsockopt"),
+            tcp.keepalive_time
+        );
+        assert_eq!(
+            sock.tcp_keepalive_interval().expect("getsockopt"),
+            tcp.keepalive_interval
+        );
+        assert_eq!(
+            sock.tcp_keepalive_retries().expect("getsockopt"),
+            tcp.keepalive_count
+        );
+        assert_eq!(
+            sock.tcp_user_timeout().expect("getsockopt"),
+            Some(tcp.user_timeout)
+        );
+    }
+}

@@ -348,18 +348,29 @@ async fn least_connections_spreads_and_follows_load() {
         "",
     ));
     let addr = lb.local_addrs()[0];
-    let mut held = Vec::new();
-    let mut counts = std::collections::HashMap::new();
+    let mut held: Vec<(TcpStream, String)> = Vec::new();
     for _ in 0..9 {
-        let (s, name) = connect_tagged(addr).await;
-        *counts.entry(name).or_insert(0) += 1;
-        held.push(s);
+        held.push(connect_tagged(addr).await);
     }
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![3, 3, 3]);
-    // Close the three on "a": the next three all go to "a".
-    let snapshot = lb.backends().snapshot();
-    let a = snapshot.iter().find(|b| b.name() == "a").expect("a");
-    assert_eq!(a.active(), 3);
+    let count = |held: &[(TcpStream, String)], n: &str| held.iter().filter(|h| h.1 == n).count();
+    for n in ["a", "b", "c"] {
+        assert_eq!(count(&held, n), 3, "{n}");
+    }
+    // Close the three on "a": the next three all go to "a", the least loaded.
+    held.retain(|h| h.1 != "a");
+    let a = lb
+        .backends()
+        .snapshot()
+        .iter()
+        .find(|b| b.name() == "a")
+        .cloned()
+        .expect("a");
+    wait_until(WAIT, "a's connections closed", || async { a.active() == 0 }).await;
+    for _ in 0..3 {
+        let (s, name) = connect_tagged(addr).await;
+        assert_eq!(name, "a");
+        held.push((s, name));
+    }
     drop(held);
     wait_until(WAIT, "all closed", || async {
         lb.active_connections() == 0
@@ -462,4 +473,62 @@ async fn shutdown_drains_then_cuts_at_the_deadline() {
     let (report, ()) = tokio::join!(drain, client);
     assert_eq!(report.open_at_start, 2);
     assert_eq!(report.cut, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_named_backends_are_resolved_at_connect_time() {
+    let b = EchoBackend::start("named").await;
+    let yaml = format!(
+        "listen: [\"127.0.0.1:0\"]\nbackends:\n  - {{name: named, address: \"localhost:{}\"}}\n",
+        b.addr.port()
+    );
+    let lb = start(&yaml);
+    // localhost may resolve to ::1 first, where nothing listens: the next address is tried.
+    let (mut s, name) = connect_tagged(lb.local_addrs()[0]).await;
+    assert_eq!(name, "named");
+    roundtrip(&mut s, b"resolved").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_and_backend() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("skipped: no ::1 on this host");
+        return;
+    };
+    drop(probe);
+    let b = EchoBackend::start_on("v6", "[::1]:0".parse().expect("addr")).await;
+    let lb = start(&lb_yaml(
+        &["[::1]:0".parse().expect("addr")],
+        &[("v6", b.addr)],
+        "",
+    ));
+    let addr = lb.local_addrs()[0];
+    assert!(addr.is_ipv6());
+    let (mut s, name) = connect_tagged(addr).await;
+    assert_eq!(name, "v6");
+    roundtrip(&mut s, b"six").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reweighting_takes_effect_live() {
+    let a = EchoBackend::start("a").await;
+    let b = EchoBackend::start("b").await;
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let yaml = |wa: u32| {
+        format!(
+            "listen: [\"{listen}\"]\nbackends:\n  - {{name: a, address: \"{}\", weight: {wa}}}\n  - {{name: b, address: \"{}\"}}\nbalance: round-robin\n",
+            a.addr, b.addr
+        )
+    };
+    let lb = start(&yaml(1));
+    let report = lb
+        .reload(Config::from_yaml(&yaml(4), "w.yaml").expect("valid"))
+        .expect("reload");
+    assert_eq!(report.backends.reweighted, ["a"]);
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..10 {
+        *counts.entry(which_backend(listen).await).or_insert(0) += 1;
+    }
+    assert_eq!(counts["a"], 8);
+    assert_eq!(counts["b"], 2);
 }
