@@ -9,5 +9,6 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod health;
 pub mod metrics;
 pub mod proxy;

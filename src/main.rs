@@ -74,7 +74,14 @@ fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         let metrics = Metrics::new(&registry).context("registering metrics")?;
         let controls = control::signals().context("installing signal handlers")?;
         let drain = config.timeouts.drain;
-        let proxy = Proxy::start(config, metrics)?;
+        let proxy = match Proxy::start(config, metrics) {
+            Ok(p) => p,
+            Err(e @ apilb::proxy::Error::HealthTls(_)) => {
+                eprintln!("{}: {e}", path.display());
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "apilb serving");
         control::supervise(&proxy, &path, drain, controls).await;
         Ok(ExitCode::SUCCESS)
@@ -86,6 +93,12 @@ fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
 fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(path) {
         Ok(c) => {
+            if let Err(errors) = apilb::health::task::load_tls(&c) {
+                for e in errors {
+                    eprintln!("{}: {e}", path.display());
+                }
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
             println!(
                 "{}: ok ({} listener(s), {} backend(s), balance {:?})",
                 path.display(),

@@ -1,7 +1,13 @@
 //! Prometheus metrics: typed handles on a registry the caller owns (no global registry), so
 //! tests build their own and nothing clashes. The HTTP endpoint comes with the status API.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::time::Duration;
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::health::state::{State, Transition};
 
 /// Every metric the data plane updates.
 #[derive(Debug, Clone)]
@@ -17,7 +23,8 @@ pub struct Metrics {
     /// (`no_backend`: every backend failed; `local_resources`: no socket could be made).
     pub failed: IntCounterVec,
     /// `apilb_connections_closed_total{reason}`: how proxied connections ended
-    /// (`eof`, `idle_timeout`, `drain_cut`, `client_error`, `backend_error`).
+    /// (`eof`, `idle_timeout`, `drain_cut`, `backend_down`, `client_error`,
+    /// `backend_error`).
     pub closed: IntCounterVec,
     /// `apilb_backend_connections_total{backend}`: connections established to each backend.
     pub backend_connections: IntCounterVec,
@@ -31,6 +38,15 @@ pub struct Metrics {
     pub accept_errors: IntCounterVec,
     /// `apilb_config_reloads_total{result}`: reloads (`ok`, `failed`).
     pub reloads: IntCounterVec,
+    /// `apilb_backend_state{backend,state}`: 1 for the state each backend is in, else 0.
+    pub backend_state: IntGaugeVec,
+    /// `apilb_backend_transitions_total{backend,from,to}`: state changes.
+    pub transitions: IntCounterVec,
+    /// `apilb_health_checks_total{backend,outcome}`: active checks by outcome (`pass`,
+    /// `fail`, `draining`, `refused`).
+    pub checks: IntCounterVec,
+    /// `apilb_health_check_duration_seconds{backend}`: how long checks took.
+    pub check_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -111,7 +127,69 @@ impl Metrics {
                 "Config reloads, by result.",
                 &["result"],
             )?,
+            backend_state: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "apilb_backend_state",
+                        "1 for the state each backend is in (up, drain, down, maint), else 0.",
+                    ),
+                    &["backend", "state"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            transitions: counter_vec(
+                registry,
+                "apilb_backend_transitions_total",
+                "Backend state changes.",
+                &["backend", "from", "to"],
+            )?,
+            checks: counter_vec(
+                registry,
+                "apilb_health_checks_total",
+                "Active health checks, by outcome.",
+                &["backend", "outcome"],
+            )?,
+            check_duration: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "apilb_health_check_duration_seconds",
+                        "How long active health checks took.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
+                    &["backend"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
         })
+    }
+
+    /// Record a backend's state (all four state series, so exactly one is 1).
+    pub fn set_state(&self, backend: &str, state: State) {
+        for s in State::ALL {
+            self.backend_state
+                .with_label_values(&[backend, s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Record a transition.
+    pub fn transition(&self, backend: &str, t: &Transition) {
+        self.transitions
+            .with_label_values(&[backend, t.from.as_str(), t.to.as_str()])
+            .inc();
+        self.set_state(backend, t.to);
+    }
+
+    /// Record one active check.
+    pub fn check(&self, backend: &str, outcome: &str, took: Duration) {
+        self.checks.with_label_values(&[backend, outcome]).inc();
+        self.check_duration
+            .with_label_values(&[backend])
+            .observe(took.as_secs_f64());
     }
 
     /// Metrics on a private registry (for tests and tools that do not export them).

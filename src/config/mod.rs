@@ -5,6 +5,7 @@
 //! problem is collected and reported at once, each with its line, column and key path.
 //! Nothing here touches sockets or the environment.
 
+mod health;
 mod locate;
 mod raw;
 
@@ -15,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use health::*;
 use locate::Locations;
 pub use locate::Position;
-use raw::{FileConfig, Scalar};
+use raw::{FileConfig, RawHealth, Scalar};
 
 /// Default balancing algorithm: long-lived watches make least-connections the sane choice.
 pub const DEFAULT_BALANCE: Balance = Balance::LeastConnections;
@@ -78,6 +80,8 @@ pub struct BackendConfig {
     pub address: BackendAddress,
     /// Relative share of new connections, 1 to [`MAX_WEIGHT`] (default [`DEFAULT_WEIGHT`]).
     pub weight: u32,
+    /// Health checking: the global `health` section with this backend's overrides.
+    pub health: HealthConfig,
 }
 
 /// A backend address: an IP socket address, or a DNS name and port.
@@ -327,7 +331,7 @@ impl Checker {
 
     fn config(&mut self, raw: FileConfig) -> Option<Config> {
         let listen = self.listen(&raw.listen);
-        let backends = self.backends(&raw.backends);
+        let backends = self.backends(&raw.backends, raw.health.as_ref());
         let balance = self.choice(raw.balance.as_ref(), "balance", Balance::NAMES);
         let max_connections = self.number(
             raw.max_connections.as_ref(),
@@ -427,7 +431,19 @@ impl Checker {
         (out.len() == raw.len()).then_some(out)
     }
 
-    fn backends(&mut self, raw: &[raw::RawBackend]) -> Option<Vec<BackendConfig>> {
+    fn backends(
+        &mut self,
+        raw: &[raw::RawBackend],
+        global: Option<&RawHealth>,
+    ) -> Option<Vec<BackendConfig>> {
+        let empty = RawHealth::default();
+        let global = global.unwrap_or(&empty);
+        // The global section is checked once, so its problems are reported once.
+        let global_ok = {
+            let before = self.problems.len();
+            self.health(global, &|k| format!("health.{k}"));
+            self.problems.len() == before
+        };
         if raw.is_empty() {
             self.problem("backends", "needs at least one backend");
             return None;
@@ -485,11 +501,34 @@ impl Checker {
                     u64::from(MAX_WEIGHT),
                 )
                 .map_or(DEFAULT_WEIGHT, |n| n as u32);
+            let health = match &b.health {
+                // Problems in the merged section are blamed on the backend's own keys
+                // when it set them, else on the global key.
+                Some(over) if global_ok => {
+                    let merged = global.merged(over);
+                    self.health(&merged, &|k| {
+                        if health_key_set(over, k) {
+                            format!("backends[{i}].health.{k}")
+                        } else {
+                            format!("health.{k}")
+                        }
+                    })
+                }
+                Some(over) => self.health(over, &|k| format!("backends[{i}].health.{k}")),
+                None => {
+                    let mut scratch = Checker {
+                        locations: Locations::default(),
+                        problems: Vec::new(),
+                    };
+                    scratch.health(global, &|k| format!("health.{k}"))
+                }
+            };
             if let (true, Some(address)) = (name_ok, address) {
                 out.push(BackendConfig {
                     name: name.to_owned(),
                     address,
                     weight,
+                    health,
                 });
             }
         }
@@ -566,6 +605,30 @@ impl Checker {
                 None
             }
         }
+    }
+}
+
+/// Whether a backend's `health` override sets key `k` (as named in problems).
+fn health_key_set(over: &RawHealth, k: &str) -> bool {
+    let tls = over.tls.as_ref();
+    match k {
+        "kind" => over.kind.is_some(),
+        "path" => over.path.is_some(),
+        "livePath" => over.live_path.is_some(),
+        "interval" => over.interval.is_some(),
+        "fastInterval" => over.fast_interval.is_some(),
+        "timeout" => over.timeout.is_some(),
+        "rise" => over.rise.is_some(),
+        "fall" => over.fall.is_some(),
+        "passiveFall" => over.passive_fall.is_some(),
+        "slowStart" => over.slow_start.is_some(),
+        "onDown" => over.on_down.is_some(),
+        "tls" => tls.is_some(),
+        "tls.ca" => tls.is_some_and(|t| t.ca.is_some()),
+        "tls.cert" => tls.is_some_and(|t| t.cert.is_some()),
+        "tls.key" => tls.is_some_and(|t| t.key.is_some()),
+        "tls.serverName" => tls.is_some_and(|t| t.server_name.is_some()),
+        _ => false,
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) enum End {
     IdleTimeout,
     /// Cut off at the end of a drain.
     DrainCut,
+    /// Closed because its backend went down (`onDown: close`).
+    BackendDown,
     /// Reading from or writing to the client failed.
     Client(io::Error),
     /// Reading from or writing to the backend failed.
@@ -50,6 +52,7 @@ impl End {
             End::Eof => "eof",
             End::IdleTimeout => "idle_timeout",
             End::DrainCut => "drain_cut",
+            End::BackendDown => "backend_down",
             End::Client(_) => "client_error",
             End::Backend(_) => "backend_error",
         }
@@ -93,13 +96,15 @@ enum Failure {
 }
 
 /// Forward between `client` and `backend` until both sides are done, an error, the idle
-/// timeout, or `cut`.
+/// timeout, `cut` (end of drain) or `kill` (backend down).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     client: &TcpStream,
     backend: &TcpStream,
     mode: Mode,
     idle: Duration,
     cut: &CancellationToken,
+    kill: &CancellationToken,
     pools: &Pools,
     activity: &Activity,
 ) -> End {
@@ -121,6 +126,7 @@ pub(crate) async fn run(
             },
             () = idle_expired(activity, idle) => return End::IdleTimeout,
             () = cut.cancelled() => return End::DrainCut,
+            () = kill.cancelled() => return End::BackendDown,
         }
         if up_done && down_done {
             return End::Eof;

@@ -23,6 +23,9 @@ use tokio_util::task::TaskTracker;
 use crate::backend::select::Selector;
 use crate::backend::{BackendChanges, BackendSet};
 use crate::config::{Config, Forwarding, ListenerOptions, TcpOptions, Timeouts};
+use crate::health::probe::TlsError;
+use crate::health::state::State;
+use crate::health::task::{HealthChecker, load_tls};
 use crate::metrics::Metrics;
 
 /// Why the proxy could not start or apply a config.
@@ -36,6 +39,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// TLS files for health checks are missing or bad; every problem is listed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    HealthTls(Vec<TlsError>),
 }
 
 /// The settings a new connection reads once, swapped whole on reload.
@@ -111,12 +117,22 @@ pub struct Proxy {
     tracker: TaskTracker,
     /// Cancelled at the end of a drain: every connection closes.
     cut: CancellationToken,
+    checker: HealthChecker,
+    /// Cancelled at shutdown: health checks stop.
+    stop_checks: CancellationToken,
 }
 
 impl Proxy {
     /// Bind every listener of `config` and start accepting. Fails, with nothing left
     /// running, if any listener cannot be bound.
     pub fn start(config: Config, metrics: Metrics) -> Result<Proxy, Error> {
+        let tls = load_tls(&config).map_err(Error::HealthTls)?;
+        let tracker = TaskTracker::new();
+        let stop_checks = CancellationToken::new();
+        let checker = HealthChecker::new(metrics.clone(), tracker.clone(), stop_checks.clone());
+        for b in &config.backends {
+            metrics.set_state(&b.name, State::Up);
+        }
         let shared = Arc::new(Shared {
             settings: ArcSwap::from_pointee(Settings::new(
                 &config,
@@ -131,10 +147,15 @@ impl Proxy {
             shared,
             listeners: Mutex::new(HashMap::new()),
             config: Mutex::new(config.clone()),
-            tracker: TaskTracker::new(),
+            tracker,
             cut: CancellationToken::new(),
+            checker,
+            stop_checks,
         };
         let bound = bind_all(&config.listen, &config.listener)?;
+        proxy
+            .checker
+            .restart(&proxy.shared.backends.snapshot(), &tls);
         for (addr, l) in bound {
             proxy.spawn_listener(addr, l, config.listener);
         }
@@ -178,6 +199,7 @@ impl Proxy {
     /// listeners are bound first; if one fails, nothing changes and the error is returned.
     pub fn reload(&self, config: Config) -> Result<ReloadReport, Error> {
         let mut report = ReloadReport::default();
+        let tls = load_tls(&config).map_err(Error::HealthTls)?;
         let mut current = lock(&self.config);
         let new_addrs: Vec<SocketAddr> = {
             let listeners = lock(&self.listeners);
@@ -201,6 +223,23 @@ impl Proxy {
             .settings
             .store(Arc::new(Settings::new(&config, selector)));
         report.backends = self.shared.backends.update(&config.backends);
+        let metrics = &self.shared.metrics;
+        for name in &report.backends.removed {
+            if !config.backends.iter().any(|b| &b.name == name) {
+                for st in State::ALL {
+                    let _ = metrics
+                        .backend_state
+                        .remove_label_values(&[name, st.as_str()]);
+                }
+            }
+        }
+        let list = self.shared.backends.snapshot();
+        for b in list.iter() {
+            if report.backends.added.iter().any(|n| n == b.name()) {
+                metrics.set_state(b.name(), b.state());
+            }
+        }
+        self.checker.restart(&list, &tls);
 
         for (addr, l) in bound {
             report.listeners_added.push(addr);
@@ -228,6 +267,7 @@ impl Proxy {
     /// Stop accepting, let connections finish for up to `drain`, then cut the rest. Returns
     /// once every connection task has ended.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
+        self.stop_checks.cancel();
         for l in lock(&self.listeners).drain() {
             l.1.stop.cancel();
         }
