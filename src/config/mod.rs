@@ -69,6 +69,9 @@ pub struct Config {
     pub listener: ListenerOptions,
     /// `tcp`: options set on both legs of every connection.
     pub tcp: TcpOptions,
+    /// The global `health` section (each backend's own, with overrides, is in
+    /// [`BackendConfig::health`]).
+    pub health: HealthConfig,
 }
 
 /// One backend.
@@ -331,7 +334,7 @@ impl Checker {
 
     fn config(&mut self, raw: FileConfig) -> Option<Config> {
         let listen = self.listen(&raw.listen);
-        let backends = self.backends(&raw.backends, raw.health.as_ref());
+        let (backends, health) = self.backends(&raw.backends, raw.health.as_ref());
         let balance = self.choice(raw.balance.as_ref(), "balance", Balance::NAMES);
         let max_connections = self.number(
             raw.max_connections.as_ref(),
@@ -401,6 +404,7 @@ impl Checker {
             timeouts,
             listener,
             tcp,
+            health,
         })
     }
 
@@ -435,18 +439,16 @@ impl Checker {
         &mut self,
         raw: &[raw::RawBackend],
         global: Option<&RawHealth>,
-    ) -> Option<Vec<BackendConfig>> {
+    ) -> (Option<Vec<BackendConfig>>, HealthConfig) {
         let empty = RawHealth::default();
         let global = global.unwrap_or(&empty);
         // The global section is checked once, so its problems are reported once.
-        let global_ok = {
-            let before = self.problems.len();
-            self.health(global, &|k| format!("health.{k}"));
-            self.problems.len() == before
-        };
+        let before = self.problems.len();
+        let global_health = self.health(global, &|k| format!("health.{k}"));
+        let global_ok = self.problems.len() == before;
         if raw.is_empty() {
             self.problem("backends", "needs at least one backend");
-            return None;
+            return (None, global_health);
         }
         let mut out = Vec::with_capacity(raw.len());
         let mut names = HashSet::new();
@@ -515,13 +517,7 @@ impl Checker {
                     })
                 }
                 Some(over) => self.health(over, &|k| format!("backends[{i}].health.{k}")),
-                None => {
-                    let mut scratch = Checker {
-                        locations: Locations::default(),
-                        problems: Vec::new(),
-                    };
-                    scratch.health(global, &|k| format!("health.{k}"))
-                }
+                None => global_health.clone(),
             };
             if let (true, Some(address)) = (name_ok, address) {
                 out.push(BackendConfig {
@@ -532,7 +528,7 @@ impl Checker {
                 });
             }
         }
-        (out.len() == raw.len()).then_some(out)
+        ((out.len() == raw.len()).then_some(out), global_health)
     }
 
     fn choice<T: Copy>(

@@ -71,8 +71,8 @@ pub fn client_config(tls: &CheckTls, key: &str) -> Result<Arc<ClientConfig>, Tls
     let config = match (&tls.cert, &tls.key) {
         (Some(cert), Some(k)) => {
             let chain = read_certs(cert).map_err(|why| file_err("cert", cert, why))?;
-            let private = PrivateKeyDer::from_pem_file(k)
-                .map_err(|e| file_err("key", k, format!("no private key: {e}")))?;
+            let private =
+                PrivateKeyDer::from_pem_file(k).map_err(|e| file_err("key", k, pem_error(e)))?;
             builder
                 .with_client_auth_cert(chain, private)
                 .map_err(|e| TlsError::Rejected {
@@ -85,11 +85,20 @@ pub fn client_config(tls: &CheckTls, key: &str) -> Result<Arc<ClientConfig>, Tls
     Ok(Arc::new(config))
 }
 
+/// A PEM reading error in words: the I/O error itself, or what is wrong with the text.
+fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
+        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of the expected type".into(),
+        other => format!("bad PEM: {other}"),
+    }
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| e.to_string())?
+        .map_err(pem_error)?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad PEM: {e}"))?;
+        .map_err(pem_error)?;
     if certs.is_empty() {
         return Err("no CERTIFICATE in the file".into());
     }

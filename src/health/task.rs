@@ -39,7 +39,11 @@ pub fn load_tls(config: &Config) -> Result<TlsConfigs, Vec<TlsError>> {
             out.insert(b.name.clone(), Arc::clone(c));
             continue;
         }
-        let key = format!("backends[{i}].health.tls");
+        let key = if config.health.tls.as_ref() == Some(tls) {
+            "health.tls".to_owned()
+        } else {
+            format!("backends[{i}].health.tls")
+        };
         match probe::client_config(tls, &key) {
             Ok(c) => {
                 cache.push((tls.clone(), Arc::clone(&c)));

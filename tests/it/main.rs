@@ -4,5 +4,6 @@
 mod support;
 
 mod cli;
+mod health;
 mod lifecycle;
 mod proxy;
