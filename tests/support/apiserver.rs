@@ -283,7 +283,7 @@ impl FakeApiserver {
     /// Kill it: the listener closes and every connection is dropped.
     pub async fn kill(&self) {
         self.accept.abort();
-        let _ = (&mut *self.tasks.lock().await).abort_all();
+        self.tasks.lock().await.abort_all();
         // Wait for the listening socket to be gone.
         let addr = self.addr;
         crate::support::wait_until(
