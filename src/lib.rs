@@ -5,6 +5,7 @@
 //! - [`backend`]: the live backend set and the pure selection algorithms.
 //! - [`config`]: the LB config file, parsed and checked into [`config::Config`].
 
+pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -47,6 +47,19 @@ pub struct Metrics {
     pub checks: IntCounterVec,
     /// `apilb_health_check_duration_seconds{backend}`: how long checks took.
     pub check_duration: HistogramVec,
+    /// `apilb_backend_active_connections{backend}`: connections open to each backend,
+    /// refreshed at scrape time.
+    pub backend_active: IntGaugeVec,
+    /// `apilb_backend_connect_duration_seconds{backend}`: time to establish the backend leg.
+    pub connect_duration: HistogramVec,
+    /// `apilb_connection_duration_seconds`: lifetime of proxied connections.
+    pub connection_duration: prometheus::Histogram,
+    /// `apilb_certificate_expiry_timestamp_seconds{path}`: notAfter of each certificate the
+    /// config references or watches, refreshed at scrape time.
+    pub certificate_expiry: prometheus::GaugeVec,
+    /// `apilb_certificate_read_errors_total{path}`: watched certificates that could not be
+    /// read or parsed at scrape time.
+    pub certificate_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -72,7 +85,69 @@ impl Metrics {
             "Client connections open now.",
         ))?;
         registry.register(Box::new(active.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("apilb_build_info", "apilb version; always 1."),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Process metrics (CPU, memory, descriptors) come from /proc on Linux.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let connection_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "apilb_connection_duration_seconds",
+                "Lifetime of proxied connections.",
+            )
+            .buckets(vec![
+                0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
+            ]),
+        )?;
+        registry.register(Box::new(connection_duration.clone()))?;
+        let certificate_expiry = prometheus::GaugeVec::new(
+            Opts::new(
+                "apilb_certificate_expiry_timestamp_seconds",
+                "notAfter of each certificate the config references or watches, as a Unix time.",
+            ),
+            &["path"],
+        )?;
+        registry.register(Box::new(certificate_expiry.clone()))?;
         Ok(Self {
+            backend_active: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "apilb_backend_active_connections",
+                        "Connections open to each backend.",
+                    ),
+                    &["backend"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            connect_duration: histogram(
+                "apilb_backend_connect_duration_seconds",
+                "Time to establish the backend leg of a connection.",
+                &["backend"],
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0,
+                ],
+            )?,
+            connection_duration,
+            certificate_expiry,
+            certificate_errors: counter_vec(
+                registry,
+                "apilb_certificate_read_errors_total",
+                "Watched certificates that could not be read or parsed at scrape time.",
+                &["path"],
+            )?,
             accepted: counter(
                 registry,
                 "apilb_connections_accepted_total",

@@ -72,6 +72,44 @@ pub struct Config {
     /// The global `health` section (each backend's own, with overrides, is in
     /// [`BackendConfig::health`]).
     pub health: HealthConfig,
+    /// `metrics`: the HTTP endpoint; `None` when the section is absent.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `metrics`: where `/metrics` and `/status` are served, and who may change backend
+/// states through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `listen`: the HTTP address, e.g. `127.0.0.1:9441`.
+    pub listen: SocketAddr,
+    /// `admin` (default [`DEFAULT_ADMIN_ACCESS`]).
+    pub admin: AdminAccess,
+    /// `watchCertificates`: extra certificate files whose expiry is exported.
+    pub watch_certificates: Vec<PathBuf>,
+}
+
+/// Default `metrics.listen` that `apilb status` and `apilb backend` talk to.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9441";
+/// Default `metrics.admin`.
+pub const DEFAULT_ADMIN_ACCESS: AdminAccess = AdminAccess::Loopback;
+
+/// Who may change backend states through the HTTP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAccess {
+    /// Clients on loopback addresses only.
+    Loopback,
+    /// Anyone who can reach the endpoint.
+    Any,
+    /// Nobody: the endpoint is read-only.
+    Off,
+}
+
+impl AdminAccess {
+    const NAMES: &[(&str, AdminAccess)] = &[
+        ("loopback", AdminAccess::Loopback),
+        ("any", AdminAccess::Any),
+        ("off", AdminAccess::Off),
+    ];
 }
 
 /// One backend.
@@ -335,6 +373,7 @@ impl Checker {
     fn config(&mut self, raw: FileConfig) -> Option<Config> {
         let listen = self.listen(&raw.listen);
         let (backends, health) = self.backends(&raw.backends, raw.health.as_ref());
+        let metrics = raw.metrics.as_ref().and_then(|m| self.metrics(m));
         let balance = self.choice(raw.balance.as_ref(), "balance", Balance::NAMES);
         let max_connections = self.number(
             raw.max_connections.as_ref(),
@@ -405,6 +444,7 @@ impl Checker {
             listener,
             tcp,
             health,
+            metrics,
         })
     }
 
@@ -529,6 +569,38 @@ impl Checker {
             }
         }
         ((out.len() == raw.len()).then_some(out), global_health)
+    }
+
+    fn metrics(&mut self, raw: &raw::RawMetrics) -> Option<MetricsConfig> {
+        let listen = match parse_socket_addr(&raw.listen.0) {
+            Ok(a) => Some(a),
+            Err(why) => {
+                self.problem(
+                    "metrics.listen",
+                    format!("\"{}\" is not a valid address: {why}", raw.listen.0),
+                );
+                None
+            }
+        };
+        let admin = self
+            .choice(raw.admin.as_ref(), "metrics.admin", AdminAccess::NAMES)
+            .unwrap_or(DEFAULT_ADMIN_ACCESS);
+        let mut watch = Vec::new();
+        for (i, p) in raw.watch_certificates.iter().enumerate() {
+            if p.0.trim().is_empty() {
+                self.problem(
+                    &format!("metrics.watchCertificates[{i}]"),
+                    "must not be empty",
+                );
+            } else {
+                watch.push(PathBuf::from(p.0.trim()));
+            }
+        }
+        Some(MetricsConfig {
+            listen: listen?,
+            admin,
+            watch_certificates: watch,
+        })
     }
 
     fn choice<T: Copy>(

@@ -25,6 +25,17 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) tcp: RawTcp,
     pub(crate) health: Option<RawHealth>,
+    pub(crate) metrics: Option<RawMetrics>,
+}
+
+/// `metrics:`: the HTTP endpoint for metrics, status and backend state changes.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub(crate) listen: Scalar,
+    pub(crate) admin: Option<Scalar>,
+    #[serde(default)]
+    pub(crate) watch_certificates: Vec<Scalar>,
 }
 
 /// One `backends[]` entry.

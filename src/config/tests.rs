@@ -104,7 +104,7 @@ fn bad_configs_get_exact_errors() {
         // 2. Unknown top-level key (a typo).
         (
             "listen: [\"127.0.0.1:6443\"]\nbackend: []\n",
-            "lb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`",
+            "lb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`",
         ),
         // 3. Unknown key inside a backend.
         (

@@ -72,6 +72,8 @@ pub(crate) async fn run(
         m.bytes.with_label_values(&["client_to_backend"]).inc_by(up);
         m.bytes.with_label_values(&["backend_to_client"]).inc_by(down);
         m.closed.with_label_values(&[end.label()]).inc();
+        m.connection_duration
+            .observe(activity.age().as_secs_f64());
         match &end {
             End::Client(e) | End::Backend(e) => {
                 tracing::debug!(backend = %name, up, down, reason = end.label(), error = %e, "closed")
@@ -129,13 +131,16 @@ async fn connect_any(
             let Some(i) = pick else { break };
             tried[i] = true;
             let backend = &list[i];
+            let started = tokio::time::Instant::now();
             match connect_one(backend, settings).await {
                 Ok(stream) => {
-                    shared
-                        .metrics
-                        .backend_connections
+                    let m = &shared.metrics;
+                    m.backend_connections
                         .with_label_values(&[backend.name()])
                         .inc();
+                    m.connect_duration
+                        .with_label_values(&[backend.name()])
+                        .observe(started.elapsed().as_secs_f64());
                     if phase == Phase::FailOpen {
                         tracing::info!(backend = backend.name(), state = %cands[i].state, "no backend up: connected to one that is not (fail open)");
                     }

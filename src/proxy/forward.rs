@@ -79,6 +79,11 @@ impl Activity {
         }
     }
 
+    /// Time since the connection started.
+    pub(crate) fn age(&self) -> Duration {
+        self.start.elapsed()
+    }
+
     fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);

@@ -173,6 +173,11 @@ impl Proxy {
             .collect()
     }
 
+    /// The config running now.
+    pub fn config(&self) -> Config {
+        lock(&self.config).clone()
+    }
+
     /// Client connections open now.
     pub fn active_connections(&self) -> usize {
         self.shared

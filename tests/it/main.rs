@@ -6,4 +6,5 @@ mod support;
 mod cli;
 mod health;
 mod lifecycle;
+mod metrics;
 mod proxy;
