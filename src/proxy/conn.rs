@@ -26,10 +26,8 @@ pub(crate) async fn run(
     let span = tracing::debug_span!("conn", %peer);
     async move {
         let shared = &guard.0;
+        // The client leg inherited the listener's TCP options (see listener::bind).
         let settings = shared.settings.load_full();
-        if let Err(e) = tune(&client, &settings.tcp) {
-            tracing::debug!(error = %e, "client socket options");
-        }
         let connected = tokio::select! {
             c = connect_any(shared, &settings) => c,
             () = cut.cancelled() => return,

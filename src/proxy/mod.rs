@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use socket2::SockRef;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -83,6 +84,8 @@ struct Listening {
     local: SocketAddr,
     options: ListenerOptions,
     stop: CancellationToken,
+    /// Shared with its accept loop, so a reload can set new TCP options on it.
+    socket: Arc<tokio::net::TcpListener>,
 }
 
 /// What a reload changed.
@@ -152,7 +155,7 @@ impl Proxy {
             checker,
             stop_checks,
         };
-        let bound = bind_all(&config.listen, &config.listener)?;
+        let bound = bind_all(&config.listen, &config.listener, &config.tcp)?;
         proxy
             .checker
             .restart(&proxy.shared.backends.snapshot(), &tls);
@@ -215,7 +218,7 @@ impl Proxy {
                 .filter(|a| !listeners.contains_key(a))
                 .collect()
         };
-        let bound = bind_all(&new_addrs, &config.listener)?;
+        let bound = bind_all(&new_addrs, &config.listener, &config.tcp)?;
 
         // Settings: keep the selector (and its round-robin position) if balance is unchanged.
         let old = self.shared.settings.load_full();
@@ -251,8 +254,17 @@ impl Proxy {
             self.spawn_listener(addr, l, config.listener);
         }
         let mut listeners = lock(&self.listeners);
+        let tcp_changed = current.tcp != config.tcp;
         listeners.retain(|addr, l| {
             if config.listen.contains(addr) {
+                if tcp_changed {
+                    // Connections accepted from now on inherit the new options.
+                    if let Err(e) = listener::tune_socket(SockRef::from(&*l.socket), &config.tcp) {
+                        report
+                            .warnings
+                            .push(format!("listener {addr}: cannot apply the new tcp options: {e}"));
+                    }
+                }
                 if l.options != config.listener {
                     report.warnings.push(format!(
                         "listener options changed; the listener on {addr} keeps its old options until restart"
@@ -298,9 +310,10 @@ impl Proxy {
     ) {
         let local = l.local_addr().unwrap_or(addr);
         let stop = CancellationToken::new();
+        let socket = Arc::new(l);
         tracing::info!(address = %local, "listening");
         self.tracker.spawn(listener::accept_loop(
-            l,
+            Arc::clone(&socket),
             Arc::clone(&self.shared),
             stop.clone(),
             self.cut.clone(),
@@ -312,6 +325,7 @@ impl Proxy {
                 local,
                 options,
                 stop,
+                socket,
             },
         );
     }
@@ -321,11 +335,12 @@ impl Proxy {
 fn bind_all(
     addrs: &[SocketAddr],
     opts: &ListenerOptions,
+    tcp: &TcpOptions,
 ) -> Result<Vec<(SocketAddr, tokio::net::TcpListener)>, Error> {
     addrs
         .iter()
         .map(|&address| {
-            listener::bind(address, opts)
+            listener::bind(address, opts, tcp)
                 .map(|l| (address, l))
                 .map_err(|source| Error::Bind { address, source })
         })
