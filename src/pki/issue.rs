@@ -85,6 +85,7 @@ pub struct Report {
 
 /// Issue (or check) the PKI of `cluster` under `out`.
 pub fn issue(cluster: &Cluster, out: &Path, opts: Options) -> Result<Report, Error> {
+    preflight(out)?;
     let mut p = Planner {
         root: out,
         opts,
@@ -106,6 +107,40 @@ pub fn issue(cluster: &Cluster, out: &Path, opts: Options) -> Result<Report, Err
         rows: p.rows,
         written: p.writes.into_iter().map(|w| w.rel).collect(),
     })
+}
+
+/// The output directory, or its closest existing ancestor, must be a directory.
+fn preflight(out: &Path) -> Result<(), Error> {
+    let mut cur = Some(out);
+    while let Some(p) = cur.filter(|p| !p.as_os_str().is_empty()) {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(Error::Output {
+                    path: out.to_owned(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotADirectory,
+                        format!("{} is not a directory", p.display()),
+                    ),
+                });
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                cur = p.parent()
+            }
+            Err(source) => {
+                return Err(Error::Output {
+                    path: out.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A CA as found or made.

@@ -1,0 +1,9 @@
+//! The one integration-test binary: one module per area (STYLE B6).
+//!
+//! Tests that need an external tool (`openssl`, `etcd`, `etcdctl`, `kubectl`) skip with a
+//! printed reason when it is missing, and fail instead when `APILB_REQUIRE_PRIVILEGED=1`
+//! (set by `.ci/run`, which installs them).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod pki;
