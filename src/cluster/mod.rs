@@ -36,6 +36,9 @@ pub const DEFAULT_API_SERVER_PORT: u16 = 6443;
 pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(87_600 * 3600);
 /// Default `pki.certValidity`: 1 year, kubeadm's `CertificateValidityPeriod`.
 pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(8_760 * 3600);
+/// Longest accepted `pki.caValidity` / `pki.certValidity` (keeps NotAfter far inside X.509's
+/// year-9999 limit).
+pub const MAX_VALIDITY: Duration = Duration::from_secs(100 * 8_760 * 3600);
 /// Names that cannot be machine names because the output tree uses them for other things.
 pub const RESERVED_NAMES: &[&str] = &["rbac", "workers"];
 
@@ -324,11 +327,18 @@ fn parse_subnets(p: &mut Problems, key: &str, s: &str) -> Vec<Cidr> {
 fn parse_duration(p: &mut Problems, key: &str, s: Option<&str>, default: Duration) -> Duration {
     let Some(s) = s else { return default };
     match humantime::parse_duration(s) {
-        Ok(d) if d >= Duration::from_secs(3600) => d,
-        Ok(_) => {
+        Ok(d) if d < Duration::from_secs(3600) => {
             p.push(key, format!("{s:?} is too short (at least 1h)"));
             default
         }
+        Ok(d) if d > MAX_VALIDITY => {
+            p.push(
+                key,
+                format!("{s:?} is too long (at most 876000h, 100 years)"),
+            );
+            default
+        }
+        Ok(d) => d,
         Err(e) => {
             p.push(key, format!("{s:?} is not a duration like 8760h ({e})"));
             default

@@ -224,6 +224,14 @@ fn validity_rules() {
         )),
         ["pki.certValidity: is longer than pki.caValidity; leaves would outlive their CA"]
     );
+    assert_eq!(
+        problems(&example_with("caValidity: 87600h", "caValidity: 1000000h")),
+        [r#"pki.caValidity: "1000000h" is too long (at most 876000h, 100 years)"#]
+    );
+    assert_eq!(
+        problems(&example_with("certValidity: 8760h", "certValidity: 10m")),
+        [r#"pki.certValidity: "10m" is too short (at least 1h)"#]
+    );
     let p = problems(&example_with("caValidity: 87600h", "caValidity: ten years"));
     assert_eq!(p.len(), 1);
     assert!(

@@ -119,10 +119,16 @@ async fn kubectl_accepts_issued_admin_conf_and_apiserver_cert() {
     ) {
         return;
     }
+    for alg in ["RSA-2048", "ECDSA-P384"] {
+        kubectl_case(alg).await;
+    }
+}
+
+async fn kubectl_case(alg: &str) {
     let net = loopback_net();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    issue(&loopback_cluster(net, "RSA-2048", STACKED), &out, false).unwrap();
+    issue(&loopback_cluster(net, alg, STACKED), &out, false).unwrap();
     let vip: IpAddr = format!("127.{net}.0.100").parse().unwrap();
     let listener = TcpListener::bind(SocketAddr::new(vip, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -141,7 +147,7 @@ async fn kubectl_accepts_issued_admin_conf_and_apiserver_cert() {
     let o = kubectl(dir.path(), &cfg).await;
     assert!(
         o.status.success(),
-        "kubectl at the VIP: {}",
+        "{alg}: kubectl at the VIP: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), VERSION_JSON);
