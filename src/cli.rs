@@ -64,6 +64,70 @@ pub enum Command {
         #[arg(long, global = true, value_name = "ADDR", default_value = crate::config::DEFAULT_METRICS_ADDRESS)]
         metrics_address: SocketAddr,
     },
+    /// Issue the kubeadm control-plane PKI of every master, LB host and etcd member
+    /// described in a cluster file, reusing whatever already exists under the output directory.
+    Issue {
+        /// The cluster description (YAML, see config/cluster.yaml).
+        #[arg(long, value_name = "FILE")]
+        cluster: PathBuf,
+        /// The output directory: one subdirectory per machine.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Reissue every leaf certificate and kubeconfig client certificate, keeping the keys.
+        #[arg(long)]
+        renew: bool,
+    },
+    /// Certificate inspection.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Bootstrap tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print kubeadm's discovery hash (`sha256:<hex>` of the SubjectPublicKeyInfo) of a CA
+    /// certificate.
+    CaCertHash {
+        /// The CA certificate (PEM).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print a new certificate key for kubeadm upload-certs (32 random bytes, hex).
+    CertificateKey,
+}
+
+/// `apilb certs …`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Show when each certificate of one machine's directory expires (like kubeadm's).
+    CheckExpiration {
+        /// A machine's directory in the `issue` output (its /etc/kubernetes).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// `apilb token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new bootstrap token (`[a-z0-9]{6}.[a-z0-9]{16}`) from a CSPRNG.
+    Create {
+        /// Validity of the token; its expiry time is logged on stderr. Use the same value with
+        /// `token secret-manifest`.
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Print the `bootstrap-token-<id>` Secret for a token (kubectl apply -f -).
+    SecretManifest {
+        /// The token.
+        #[arg(value_name = "TOKEN")]
+        token: String,
+        /// Expiry after now; 0s for a token that never expires.
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 /// `apilb backend ...`.

@@ -2,14 +2,29 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line (clap derive); `main.rs` maps it to library calls.
-//! - [`backend`]: the live backend set and the pure selection algorithms.
 //! - [`config`]: the LB config file, parsed and checked into [`config::Config`].
+//! - [`backend`]: the live backend set and the pure selection algorithms.
+//! - [`health`]: backend health: state machine, probes, check tasks.
+//! - [`proxy`]: the layer-4 data plane (listeners, connect with retry, forwarding).
+//! - [`control`]: signals to reload and drain.
+//! - [`admin`]: the HTTP endpoint for metrics, status and backend state changes.
+//! - [`metrics`]: typed Prometheus handles.
+//! - [`cluster`]: the cluster description (`config/cluster.yaml`), shared by `issue` and
+//!   `bootstrap`.
+//! - [`pki`]: the kubeadm control-plane PKI (`apilb issue`, `certs check-expiration`,
+//!   `ca-cert-hash`).
+//! - [`token`]: bootstrap tokens and certificate keys.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
 pub mod backend;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod health;
 pub mod metrics;
+pub mod pki;
 pub mod proxy;
+pub mod token;

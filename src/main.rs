@@ -11,7 +11,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use apilb::admin::{self, AdminState};
-use apilb::cli::{BackendAction, Cli, Command, LogFormat};
+use apilb::cli::{BackendAction, CertsCommand, Cli, Command, LogFormat, TokenCommand};
 use apilb::config::Config;
 use apilb::control;
 use apilb::metrics::Metrics;
@@ -46,6 +46,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             action,
             metrics_address,
         } => client(backend(metrics_address, action)),
+        Command::Issue {
+            cluster,
+            out,
+            renew,
+        } => pki_cmd::issue(&cluster, &out, renew),
+        Command::Certs {
+            command: CertsCommand::CheckExpiration { dir },
+        } => pki_cmd::check_expiration(&dir),
+        Command::Token {
+            command: TokenCommand::Create { ttl },
+        } => pki_cmd::token_create(ttl),
+        Command::Token {
+            command: TokenCommand::SecretManifest { token, ttl },
+        } => pki_cmd::token_secret_manifest(&token, ttl),
+        Command::CaCertHash { file } => pki_cmd::ca_cert_hash(&file),
+        Command::CertificateKey => pki_cmd::certificate_key(),
     }
 }
 
@@ -228,5 +244,105 @@ fn raise_fd_limit() {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
+/// The PKI and token commands: call the library, print results on stdout, problems on stderr.
+mod pki_cmd {
+    use std::io::Write as _;
+    use std::path::Path;
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    use apilb::cluster::Cluster;
+    use apilb::{pki, token};
+
+    use super::{EXIT_CONFIG, EXIT_FAILURE};
+
+    fn now() -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+
+    /// Print `err` and its sources on stderr once, as `a: b: c`.
+    fn report(err: &(dyn std::error::Error + 'static), code: u8) -> anyhow::Result<ExitCode> {
+        let mut msg = err.to_string();
+        let mut src = err.source();
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        eprintln!("error: {msg}");
+        Ok(ExitCode::from(code))
+    }
+
+    fn out(text: &str) -> anyhow::Result<ExitCode> {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn pki_fail(e: &pki::Error) -> anyhow::Result<ExitCode> {
+        report(
+            e,
+            if e.is_input() {
+                EXIT_CONFIG
+            } else {
+                EXIT_FAILURE
+            },
+        )
+    }
+
+    pub(super) fn issue(cluster: &Path, dir: &Path, renew: bool) -> anyhow::Result<ExitCode> {
+        let cluster = match Cluster::load(cluster) {
+            Ok(c) => c,
+            Err(e) => return report(&e, EXIT_CONFIG),
+        };
+        let opts = pki::Options { renew, now: now() };
+        match pki::issue(&cluster, dir, opts) {
+            Ok(r) => out(&r.to_string()),
+            Err(e) => pki_fail(&e),
+        }
+    }
+
+    pub(super) fn check_expiration(dir: &Path) -> anyhow::Result<ExitCode> {
+        match pki::check_expiration(dir, now()) {
+            Ok(r) => out(&r.to_string()),
+            Err(e) => pki_fail(&e),
+        }
+    }
+
+    pub(super) fn ca_cert_hash(file: &Path) -> anyhow::Result<ExitCode> {
+        match pki::ca_cert_hash(file) {
+            Ok(h) => out(&format!("{h}\n")),
+            Err(e) => pki_fail(&e),
+        }
+    }
+
+    pub(super) fn token_create(ttl: Duration) -> anyhow::Result<ExitCode> {
+        let t = token::Token::generate()?;
+        let expires = time::Duration::try_from(ttl)
+            .ok()
+            .and_then(|d| now().checked_add(d))
+            .filter(|_| !ttl.is_zero());
+        match expires {
+            Some(at) => {
+                tracing::info!(token_id = t.id(), %at, "token created; pass the same --ttl to `token secret-manifest`")
+            }
+            None => tracing::info!(token_id = t.id(), "token created without expiry"),
+        }
+        out(&format!("{t}\n"))
+    }
+
+    pub(super) fn token_secret_manifest(token: &str, ttl: Duration) -> anyhow::Result<ExitCode> {
+        let t: token::Token = match token.parse() {
+            Ok(t) => t,
+            Err(e) => return report(&e, EXIT_CONFIG),
+        };
+        out(&t.secret_manifest(ttl, now())?)
+    }
+
+    pub(super) fn certificate_key() -> anyhow::Result<ExitCode> {
+        out(&format!("{}\n", token::certificate_key()?))
     }
 }

@@ -1,4 +1,10 @@
-//! The integration tests: one binary, one module per area.
+//! The one integration-test binary: one module per area (STYLE B6).
+//!
+//! Tests that need an external tool (`openssl`, `etcd`, `etcdctl`, `kubectl`, `promtool`)
+//! skip with a printed reason when it is missing, and fail instead when
+//! `APILB_REQUIRE_PRIVILEGED=1` (set by `.ci/run`, which installs them).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -7,4 +13,5 @@ mod cli;
 mod health;
 mod lifecycle;
 mod metrics;
+mod pki;
 mod proxy;

@@ -1,0 +1,275 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../config/cluster.yaml");
+
+fn problems(yaml: &str) -> Vec<String> {
+    match Cluster::from_yaml(yaml) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The example with one line replaced.
+fn example_with(from: &str, to: &str) -> String {
+    assert!(EXAMPLE.contains(from), "{from:?} not in the example");
+    EXAMPLE.replacen(from, to, 1)
+}
+
+#[test]
+fn example_file_parses() {
+    let c = Cluster::from_yaml(EXAMPLE).unwrap();
+    assert_eq!(c.name, "kubernetes");
+    assert_eq!(c.kubernetes_version, "v1.31.2");
+    assert_eq!(
+        c.control_plane_endpoint.url(),
+        "https://k8s-api.example.internal:6443"
+    );
+    assert_eq!(
+        c.load_balancer.vips,
+        vec!["10.0.0.100".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(c.load_balancer.hosts.len(), 2);
+    assert_eq!(c.masters.len(), 3);
+    assert_eq!(
+        c.masters[2].cert_sans,
+        vec![San::Dns("master-3.example.internal".into())]
+    );
+    assert_eq!(
+        c.networking.kubernetes_service_ip(),
+        "10.96.0.1".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(c.etcd, Etcd::Stacked);
+    assert_eq!(c.pki.algorithm, KeyAlgorithm::Rsa2048);
+    assert_eq!(c.pki.ca_validity, DEFAULT_CA_VALIDITY);
+    assert_eq!(c.pki.cert_validity, DEFAULT_CERT_VALIDITY);
+    let names: Vec<&str> = c.machine_names().collect();
+    assert_eq!(names, ["master-1", "master-2", "master-3", "lb-1", "lb-2"]);
+}
+
+#[test]
+fn defaults_for_optional_sections() {
+    let c = Cluster::from_yaml(
+        "kubernetesVersion: v1.31.0\ncontrolPlaneEndpoint: 10.0.0.100\n\
+         loadBalancer: {vip: 10.0.0.100}\nmasters: [{name: cp1, address: 10.0.0.11}]\n",
+    )
+    .unwrap();
+    assert_eq!(c.name, DEFAULT_CLUSTER_NAME);
+    assert_eq!(c.control_plane_endpoint.port, DEFAULT_API_SERVER_PORT);
+    assert_eq!(c.networking.dns_domain, "cluster.local");
+    assert_eq!(c.networking.service_subnets[0].to_string(), "10.96.0.0/12");
+    assert!(c.load_balancer.hosts.is_empty());
+}
+
+#[test]
+fn external_etcd_and_dual_stack() {
+    let yaml = example_with(
+        "  topology: stacked                # stacked | external\n",
+        "  topology: external\n  members: [{name: etcd-1, address: 10.0.0.21}, {name: etcd-2, address: 10.0.0.22}]\n",
+    )
+    .replace(
+        "vip: 10.0.0.100                  # also",
+        "vip: [10.0.0.100, 'fd00::100']  # also",
+    )
+    .replace(
+        "serviceSubnet: 10.96.0.0/12,",
+        "serviceSubnet: '10.96.0.0/12,fd00:10:96::/108',",
+    );
+    let c = Cluster::from_yaml(&yaml).unwrap();
+    assert_eq!(c.etcd_members().len(), 2);
+    assert_eq!(c.load_balancer.vips.len(), 2);
+    assert_eq!(c.networking.service_subnets.len(), 2);
+    assert_eq!(c.machine_names().count(), 7);
+}
+
+#[test]
+fn unknown_key_is_rejected_with_its_path() {
+    let err = Cluster::from_yaml(&example_with("clusterName:", "clusterNmae:")).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("unknown field `clusterNmae`"), "{msg}");
+    let err = Cluster::from_yaml(&example_with(
+        "{name: master-1, address: 10.0.0.11}",
+        "{name: master-1, adress: 10.0.0.11}",
+    ))
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("masters[0]: unknown field `adress`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_address_names_the_key() {
+    assert_eq!(
+        problems(&example_with("address: 10.0.0.13", "address: 10.0.0.300")),
+        [r#"masters[2].address: "10.0.0.300" is not a valid IP address"#]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = example_with("address: 10.0.0.13", "address: 10.0.0.300")
+        .replace("name: master-2", "name: master-1")
+        .replace("RSA-2048    #", "RSA-1024    #")
+        .replace("serviceSubnet: 10.96.0.0/12", "serviceSubnet: 10.96.0.0/40")
+        .replace("certSANs: []", "certSANs: ['bad name']");
+    assert_eq!(
+        problems(&yaml),
+        [
+            r#"masters[2].address: "10.0.0.300" is not a valid IP address"#,
+            r#"networking.serviceSubnet: "10.96.0.0/40" is not a valid CIDR: prefix must be 0..=32"#,
+            r#"pki.encryptionAlgorithm: "RSA-1024" is not one of: RSA-2048, RSA-3072, RSA-4096, ECDSA-P256, ECDSA-P384"#,
+            r#"pki.certSANs[0]: "bad name" is neither an IP address nor a valid lower-case DNS name"#,
+            r#"masters[1].name: duplicate name "master-1" (already used by masters[0])"#,
+        ]
+    );
+}
+
+#[test]
+fn duplicates_across_sections() {
+    let yaml = example_with(
+        "{name: lb-2, address: 10.0.0.6}",
+        "{name: master-1, address: 10.0.0.12}",
+    );
+    assert_eq!(
+        problems(&yaml),
+        [
+            r#"loadBalancer.hosts[1].name: duplicate name "master-1" (already used by masters[0])"#,
+            "loadBalancer.hosts[1].address: duplicate address 10.0.0.12 (already used by masters[1])",
+        ]
+    );
+}
+
+#[test]
+fn vip_rules() {
+    assert_eq!(
+        problems(&example_with("vip: 10.0.0.100 ", "vip: 10.96.0.10 ")),
+        ["loadBalancer.vip: 10.96.0.10 is inside the service subnet 10.96.0.0/12"]
+    );
+    assert_eq!(
+        problems(&example_with("address: 10.0.0.12", "address: 10.0.0.100")),
+        [
+            "masters[1].address: 10.0.0.100 is the load balancer VIP; the VIP must not be a machine's own address"
+        ]
+    );
+    assert_eq!(
+        problems(&example_with("address: 10.0.0.5", "address: 10.0.0.100")),
+        [
+            "loadBalancer.hosts[0].address: 10.0.0.100 is the load balancer VIP; the VIP must not be a machine's own address"
+        ]
+    );
+    assert_eq!(
+        problems(&example_with(
+            "controlPlaneEndpoint: k8s-api.example.internal:6443",
+            "controlPlaneEndpoint: 10.0.0.99:6443"
+        )),
+        ["controlPlaneEndpoint: 10.0.0.99 is an IP address but not the load balancer VIP"]
+    );
+    assert_eq!(
+        problems(&example_with(
+            "vip: 10.0.0.100 ",
+            "vip: [10.0.0.100, 10.0.0.101] "
+        )),
+        ["loadBalancer.vip[1]: at most one VIP per address family"]
+    );
+}
+
+#[test]
+fn subnet_and_topology_rules() {
+    assert_eq!(
+        problems(&example_with(
+            "podSubnet: 10.244.0.0/16",
+            "podSubnet: 10.96.0.0/16"
+        )),
+        ["networking.podSubnet: 10.96.0.0/16 overlaps the service subnet 10.96.0.0/12"]
+    );
+    assert_eq!(
+        problems(&example_with(
+            "serviceSubnet: 10.96.0.0/12",
+            "serviceSubnet: 10.96.0.1/12"
+        )),
+        [
+            r#"networking.serviceSubnet: "10.96.0.1/12" has host bits set (did you mean 10.96.0.0/12?)"#
+        ]
+    );
+    assert_eq!(
+        problems(&example_with("topology: stacked ", "topology: external ")),
+        ["etcd.members: topology: external needs at least one member"]
+    );
+    assert_eq!(
+        problems(&example_with("topology: stacked ", "topology: local ")),
+        [r#"etcd.topology: "local" is not one of: stacked, external"#]
+    );
+    assert_eq!(
+        problems(&example_with(
+            "{name: lb-1, address: 10.0.0.5}",
+            "{name: lb-1, address: 10.0.0.5, certSANs: [x]}"
+        )),
+        [
+            "loadBalancer.hosts[0].certSANs: is only allowed on masters (use pki.certSANs for every master)"
+        ]
+    );
+    assert_eq!(
+        problems(&example_with("{name: master-1,", "{name: rbac,")),
+        [r#"masters[0].name: "rbac" is reserved for the output tree"#]
+    );
+}
+
+#[test]
+fn validity_rules() {
+    assert_eq!(
+        problems(&example_with(
+            "certValidity: 8760h",
+            "certValidity: 100000h"
+        )),
+        ["pki.certValidity: is longer than pki.caValidity; leaves would outlive their CA"]
+    );
+    assert_eq!(
+        problems(&example_with("caValidity: 87600h", "caValidity: 1000000h")),
+        [r#"pki.caValidity: "1000000h" is too long (at most 876000h, 100 years)"#]
+    );
+    assert_eq!(
+        problems(&example_with("certValidity: 8760h", "certValidity: 10m")),
+        [r#"pki.certValidity: "10m" is too short (at least 1h)"#]
+    );
+    let p = problems(&example_with("caValidity: 87600h", "caValidity: ten years"));
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with(r#"pki.caValidity: "ten years" is not a duration like 8760h"#),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn missing_required_keys() {
+    assert_eq!(
+        problems("masters: []\n"),
+        [
+            "kubernetesVersion: is required",
+            "controlPlaneEndpoint: is required",
+            "loadBalancer: is required",
+            "masters: needs at least one master",
+        ]
+    );
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, example_with("address: 10.0.0.13", "address: nope")).unwrap();
+    let msg = Cluster::load(&path).unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "{}: invalid cluster description (1 problem):\n  masters[2].address: \"nope\" is not a valid IP address",
+            path.display()
+        )
+    );
+    let missing = dir.path().join("none.yaml");
+    let msg = Cluster::load(&missing).unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        format!("cannot read cluster description {}", missing.display())
+    );
+}

@@ -1,0 +1,290 @@
+//! Private keys: generation per kubeadm `encryptionAlgorithm` (RSA through rcgen's aws-lc-rs
+//! backend), loading (PKCS#1, SEC1 or PKCS#8 PEM; RSA or ECDSA only, as kubeadm), and
+//! kubeadm's on-disk encoding (`RSA PRIVATE KEY` PKCS#1, `EC PRIVATE KEY` SEC1, `PUBLIC KEY`
+//! SPKI).
+
+use std::fmt;
+use std::str::FromStr;
+
+use aws_lc_rs::encoding::AsDer;
+use rcgen::{KeyPair, PublicKeyData, RsaKeySize};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+
+use super::pem;
+
+/// kubeadm v1beta4 `encryptionAlgorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyAlgorithm {
+    /// `RSA-2048`, kubeadm's default.
+    #[default]
+    Rsa2048,
+    /// `RSA-3072`.
+    Rsa3072,
+    /// `RSA-4096`.
+    Rsa4096,
+    /// `ECDSA-P256`.
+    EcdsaP256,
+    /// `ECDSA-P384` (kubeadm ≥ 1.34).
+    EcdsaP384,
+}
+
+impl KeyAlgorithm {
+    /// Every algorithm, in kubeadm's order.
+    pub const ALL: [KeyAlgorithm; 5] = [
+        KeyAlgorithm::Rsa2048,
+        KeyAlgorithm::Rsa3072,
+        KeyAlgorithm::Rsa4096,
+        KeyAlgorithm::EcdsaP256,
+        KeyAlgorithm::EcdsaP384,
+    ];
+
+    /// The kubeadm spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlgorithm::Rsa2048 => "RSA-2048",
+            KeyAlgorithm::Rsa3072 => "RSA-3072",
+            KeyAlgorithm::Rsa4096 => "RSA-4096",
+            KeyAlgorithm::EcdsaP256 => "ECDSA-P256",
+            KeyAlgorithm::EcdsaP384 => "ECDSA-P384",
+        }
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KeyAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        KeyAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = KeyAlgorithm::ALL.iter().map(|a| a.as_str()).collect();
+                format!("{s:?} is not one of: {}", all.join(", "))
+            })
+    }
+}
+
+/// A private key with the PEM text it is (or will be) stored as.
+pub struct PrivateKey {
+    pair: KeyPair,
+    pem: String,
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateKey")
+            .field("alg", self.pair.algorithm())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrivateKey {
+    /// A fresh key. Encoded as kubeadm does: PKCS#1 for RSA, SEC1 for ECDSA.
+    pub fn generate(alg: KeyAlgorithm) -> Result<PrivateKey, String> {
+        let err = |e: rcgen::Error| format!("cannot generate a {alg} key: {e}");
+        let (pair, pem) = match alg {
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
+                let size = match alg {
+                    KeyAlgorithm::Rsa3072 => RsaKeySize::_3072,
+                    KeyAlgorithm::Rsa4096 => RsaKeySize::_4096,
+                    _ => RsaKeySize::_2048,
+                };
+                let pair = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size).map_err(err)?;
+                let pkcs1 = pkcs8_inner_key(pair.serialized_der())
+                    .ok_or_else(|| format!("cannot encode a {alg} key as PKCS#1"))?;
+                let pem = pem::encode("RSA PRIVATE KEY", pkcs1);
+                (pair, pem)
+            }
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
+                let (rcgen_alg, lc_alg) = if alg == KeyAlgorithm::EcdsaP256 {
+                    (
+                        &rcgen::PKCS_ECDSA_P256_SHA256,
+                        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                    )
+                } else {
+                    (
+                        &rcgen::PKCS_ECDSA_P384_SHA384,
+                        &aws_lc_rs::signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+                    )
+                };
+                let pair = KeyPair::generate_for(rcgen_alg).map_err(err)?;
+                let sec1 =
+                    aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(lc_alg, pair.serialized_der())
+                        .ok()
+                        .and_then(|k| k.private_key().as_der().ok())
+                        .ok_or_else(|| format!("cannot encode a {alg} key as SEC1"))?;
+                let pem = pem::encode("EC PRIVATE KEY", sec1.as_ref());
+                (pair, pem)
+            }
+        };
+        Ok(PrivateKey { pair, pem })
+    }
+
+    /// Load a key from PEM text: the first `RSA PRIVATE KEY`, `EC PRIVATE KEY` or `PRIVATE KEY`
+    /// block (others such as `EC PARAMETERS` are skipped, as kubeadm does). RSA and ECDSA
+    /// P-256/P-384 only.
+    pub fn from_pem(text: &str) -> Result<PrivateKey, String> {
+        let blocks = pem::decode_all(text).map_err(|e| format!("not valid PEM: {e}"))?;
+        let (label, der) = blocks
+            .iter()
+            .find(|(l, _)| {
+                matches!(
+                    l.as_str(),
+                    "RSA PRIVATE KEY" | "EC PRIVATE KEY" | "PRIVATE KEY"
+                )
+            })
+            .ok_or("no RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY block")?;
+        let key: PrivateKeyDer<'_> = match label.as_str() {
+            "RSA PRIVATE KEY" => PrivatePkcs1KeyDer::from(der.as_slice()).into(),
+            "EC PRIVATE KEY" => PrivateSec1KeyDer::from(der.as_slice()).into(),
+            _ => PrivatePkcs8KeyDer::from(der.as_slice()).into(),
+        };
+        let pair = KeyPair::try_from(&key).map_err(|e| format!("cannot load the key: {e}"))?;
+        let alg = pair.algorithm();
+        let known = [
+            &rcgen::PKCS_RSA_SHA256,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+        ];
+        if !known.contains(&alg) {
+            return Err(format!(
+                "unsupported key type {alg:?} (only RSA and ECDSA P-256/P-384)"
+            ));
+        }
+        Ok(PrivateKey {
+            pair,
+            pem: text.to_owned(),
+        })
+    }
+
+    /// The PEM text.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// The DER SubjectPublicKeyInfo.
+    pub fn spki_der(&self) -> Vec<u8> {
+        self.pair.subject_public_key_info()
+    }
+
+    /// `PUBLIC KEY` PEM of the SPKI (kubeadm's `sa.pub`).
+    pub fn public_pem(&self) -> String {
+        pem::encode("PUBLIC KEY", &self.spki_der())
+    }
+
+    /// The algorithm of this key, if it is one kubeadm can name.
+    pub fn algorithm(&self) -> Option<KeyAlgorithm> {
+        let alg = self.pair.algorithm();
+        if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            Some(KeyAlgorithm::EcdsaP256)
+        } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
+            Some(KeyAlgorithm::EcdsaP384)
+        } else {
+            use x509_parser::prelude::FromDer;
+            use x509_parser::public_key::PublicKey;
+            let spki = self.spki_der();
+            let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).ok()?;
+            match info.parsed().ok()? {
+                PublicKey::RSA(rsa) => match rsa.key_size() {
+                    2048 => Some(KeyAlgorithm::Rsa2048),
+                    3072 => Some(KeyAlgorithm::Rsa3072),
+                    4096 => Some(KeyAlgorithm::Rsa4096),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
+    }
+
+    pub(crate) fn pair(&self) -> &KeyPair {
+        &self.pair
+    }
+}
+
+/// The `privateKey` OCTET STRING of a PKCS#8 `PrivateKeyInfo` (for RSA, the PKCS#1 key).
+fn pkcs8_inner_key(pkcs8: &[u8]) -> Option<&[u8]> {
+    let (tag, body, _) = der_tlv(pkcs8)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (t1, _, rest) = der_tlv(body)?; // version INTEGER
+    let (t2, _, rest) = der_tlv(rest)?; // AlgorithmIdentifier SEQUENCE
+    let (t3, key, _) = der_tlv(rest)?; // privateKey OCTET STRING
+    (t1 == 0x02 && t2 == 0x30 && t3 == 0x04).then_some(key)
+}
+
+/// Split one DER TLV off the front: (tag, contents, rest).
+pub(crate) fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let first = *b.get(1)?;
+    let (len, hdr) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | usize::from(*b.get(2 + i)?);
+        }
+        (len, 2 + n)
+    };
+    let end = hdr.checked_add(len)?;
+    Some((tag, b.get(hdr..end)?, b.get(end..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_use_kubeadm_pem_types_and_reload() {
+        for alg in KeyAlgorithm::ALL {
+            if alg == KeyAlgorithm::Rsa4096 || alg == KeyAlgorithm::Rsa3072 {
+                continue; // slow in debug builds; covered by the integration tests
+            }
+            let k = PrivateKey::generate(alg).unwrap();
+            let label = if alg.as_str().starts_with("RSA") {
+                "RSA PRIVATE KEY"
+            } else {
+                "EC PRIVATE KEY"
+            };
+            assert!(
+                k.pem().starts_with(&format!("-----BEGIN {label}-----\n")),
+                "{alg}"
+            );
+            let again = PrivateKey::from_pem(k.pem()).unwrap();
+            assert_eq!(again.spki_der(), k.spki_der());
+            assert_eq!(again.algorithm(), Some(alg));
+            assert!(k.public_pem().starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        }
+    }
+
+    #[test]
+    fn rejects_ed25519_and_garbage() {
+        let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let e = PrivateKey::from_pem(&ed.serialize_pem()).unwrap_err();
+        assert!(e.contains("unsupported key type"), "{e}");
+        let e = PrivateKey::from_pem("hello").unwrap_err();
+        assert_eq!(e, "no RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY block");
+    }
+
+    #[test]
+    fn algorithm_names() {
+        assert_eq!(
+            "ECDSA-P384".parse::<KeyAlgorithm>(),
+            Ok(KeyAlgorithm::EcdsaP384)
+        );
+        assert_eq!(
+            "RSA".parse::<KeyAlgorithm>().unwrap_err(),
+            r#""RSA" is not one of: RSA-2048, RSA-3072, RSA-4096, ECDSA-P256, ECDSA-P384"#
+        );
+    }
+}
