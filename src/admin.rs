@@ -1,5 +1,6 @@
 //! The HTTP endpoint (hyper): `GET /metrics` (Prometheus text), `GET /status` (JSON),
-//! `GET /healthz`, and `POST /backends/NAME/{drain,maint,enable}` for operators.
+//! `GET /healthz`, and `POST /backends/NAME/{drain,maint,enable}` for operators (NAME is a
+//! configured backend, which covers every endpoint of a DNS-named one, or one endpoint).
 //!
 //! State changes are allowed from loopback clients only unless `metrics.admin` says
 //! otherwise. Per-backend connection gauges and certificate expiry are refreshed at scrape
@@ -205,15 +206,20 @@ fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Res
             );
         }
     };
-    let Some(backend) = state.proxy.backends().find(name) else {
+    let backends = state.proxy.backends().find_all(name);
+    if backends.is_empty() {
         return text(
             StatusCode::NOT_FOUND,
             &format!("no backend named {name:?}\n"),
         );
-    };
-    backend.set_admin(admin, state.proxy.metrics());
-    tracing::info!(backend = name, action, %peer, "backend state set by operator");
-    json(StatusCode::OK, &BackendStatus::of(&backend))
+    }
+    let mut out = Vec::with_capacity(backends.len());
+    for backend in backends {
+        backend.set_admin(admin, state.proxy.metrics());
+        tracing::info!(backend = backend.name(), action, %peer, "backend state set by operator");
+        out.push(BackendStatus::of(&backend));
+    }
+    json(StatusCode::OK, &out)
 }
 
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
@@ -393,12 +399,13 @@ pub async fn fetch_status(address: SocketAddr) -> Result<Status, ClientError> {
     })
 }
 
-/// `POST /backends/NAME/ACTION` to the apilb at `address`.
+/// `POST /backends/NAME/ACTION` to the apilb at `address`: the status of every endpoint
+/// of that backend after the change (one, or one per address of a DNS-named backend).
 pub async fn set_backend(
     address: SocketAddr,
     name: &str,
     action: &str,
-) -> Result<BackendStatus, ClientError> {
+) -> Result<Vec<BackendStatus>, ClientError> {
     let body = request(address, Method::POST, &format!("/backends/{name}/{action}")).await?;
     serde_json::from_slice(&body).map_err(|e| ClientError::Garbled {
         address,

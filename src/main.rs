@@ -197,16 +197,18 @@ async fn backend(address: SocketAddr, action: BackendAction) -> anyhow::Result<E
         BackendAction::Maint { name } => (name, "maint", None),
         BackendAction::Enable { name } => (name, "enable", None),
     };
-    let b = admin::set_backend(address, name, verb).await?;
-    println!(
-        "{}: {} ({} active connections)",
-        b.name, b.state, b.active_connections
-    );
+    let changed = admin::set_backend(address, name, verb).await?;
+    for b in &changed {
+        println!(
+            "{}: {} ({} active connections)",
+            b.name, b.state, b.active_connections
+        );
+    }
     let Some(deadline) = wait else {
         return Ok(ExitCode::SUCCESS);
     };
     let until = tokio::time::Instant::now() + deadline;
-    let mut last = b.active_connections;
+    let mut last: usize = changed.iter().map(|b| b.active_connections).sum();
     loop {
         if last == 0 {
             println!("{name}: drained");
@@ -221,14 +223,20 @@ async fn backend(address: SocketAddr, action: BackendAction) -> anyhow::Result<E
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let s = admin::fetch_status(address).await?;
-        let Some(now) = s.backends.iter().find(|b| &b.name == name) else {
+        let endpoints: Vec<_> = s
+            .backends
+            .iter()
+            .filter(|b| changed.iter().any(|c| c.name == b.name))
+            .collect();
+        if endpoints.is_empty() {
             println!("{name}: removed from the config");
             return Ok(ExitCode::SUCCESS);
-        };
-        if now.active_connections != last {
-            println!("{name}: {} active connections", now.active_connections);
         }
-        last = now.active_connections;
+        let now: usize = endpoints.iter().map(|b| b.active_connections).sum();
+        if now != last {
+            println!("{name}: {now} active connections");
+        }
+        last = now;
     }
 }
 

@@ -60,6 +60,11 @@ pub struct Metrics {
     /// `apilb_certificate_read_errors_total{path}`: watched certificates that could not be
     /// read or parsed at scrape time.
     pub certificate_errors: IntCounterVec,
+    /// `apilb_dns_lookups_total{backend,result}`: lookups of DNS-named backends (`ok`,
+    /// `failed`).
+    pub dns_lookups: IntCounterVec,
+    /// `apilb_dns_endpoints{backend}`: addresses in the last good answer.
+    pub dns_endpoints: IntGaugeVec,
 }
 
 impl Metrics {
@@ -142,6 +147,23 @@ impl Metrics {
             )?,
             connection_duration,
             certificate_expiry,
+            dns_lookups: counter_vec(
+                registry,
+                "apilb_dns_lookups_total",
+                "Lookups of DNS-named backends, by result.",
+                &["backend", "result"],
+            )?,
+            dns_endpoints: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "apilb_dns_endpoints",
+                        "Addresses in the last good DNS answer of each DNS-named backend.",
+                    ),
+                    &["backend"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             certificate_errors: counter_vec(
                 registry,
                 "apilb_certificate_read_errors_total",

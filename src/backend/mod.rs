@@ -4,9 +4,15 @@
 //! [`BackendSet`] owns the list; [`select`] decides which backend takes a connection. A
 //! backend removed by a reload stays alive (through `Arc`) for as long as its established
 //! connections last.
+//!
+//! A backend configured by DNS name becomes one endpoint per address its name resolves to
+//! ([`dns`] keeps them current), each named `NAME/IP:PORT` and health-checked on its own.
 
+pub mod dns;
 pub mod select;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -22,11 +28,16 @@ use select::Candidate;
 /// Selection weights are scaled by this, so slow start can hand out fractions of a weight.
 const WEIGHT_SCALE: f64 = 1000.0;
 
-/// One backend and its live counters.
+/// One backend endpoint and its live counters.
 #[derive(Debug)]
 pub struct Backend {
+    /// The config name, or `NAME/IP:PORT` for an endpoint of a DNS-named backend.
     name: String,
-    address: BackendAddress,
+    /// The `backends[].name` it comes from.
+    config_name: String,
+    /// The configured host (DNS name or IP), for TLS names in checks.
+    host: String,
+    address: SocketAddr,
     weight: AtomicU32,
     active: AtomicUsize,
     total: AtomicU64,
@@ -38,10 +49,16 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn new(cfg: &BackendConfig) -> Self {
+    fn new(cfg: &BackendConfig, address: SocketAddr) -> Self {
+        let (name, host) = match &cfg.address {
+            BackendAddress::Ip(a) => (cfg.name.clone(), a.ip().to_string()),
+            BackendAddress::Dns { host, .. } => (format!("{}/{address}", cfg.name), host.clone()),
+        };
         Self {
-            name: cfg.name.clone(),
-            address: cfg.address.clone(),
+            name,
+            config_name: cfg.name.clone(),
+            host,
+            address,
             weight: AtomicU32::new(cfg.weight),
             active: AtomicUsize::new(0),
             total: AtomicU64::new(0),
@@ -125,14 +142,25 @@ impl Backend {
         Some(t)
     }
 
-    /// The configured name.
+    /// Its name: the configured name, or `NAME/IP:PORT` for an endpoint of a DNS-named
+    /// backend.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The `backends[].name` it comes from.
+    pub fn config_name(&self) -> &str {
+        &self.config_name
+    }
+
+    /// The configured host: an IP address, or the DNS name this endpoint was resolved from.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// Where it listens.
-    pub fn address(&self) -> &BackendAddress {
-        &self.address
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// Current weight.
@@ -216,9 +244,18 @@ impl Drop for ActiveGuard {
 #[derive(Debug)]
 pub struct BackendSet {
     current: ArcSwap<Vec<Arc<Backend>>>,
+    /// What the list is built from: the configs and the latest DNS answers.
+    sources: Mutex<Sources>,
 }
 
-/// What a [`BackendSet::update`] changed, by backend name.
+#[derive(Debug, Default)]
+struct Sources {
+    configs: Vec<BackendConfig>,
+    /// Addresses of DNS-named backends, by config name.
+    resolved: HashMap<String, Vec<SocketAddr>>,
+}
+
+/// What a change of the set did, by backend (endpoint) name.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BackendChanges {
     /// Newly added (or re-added with a new address).
@@ -237,12 +274,15 @@ impl BackendChanges {
 }
 
 impl BackendSet {
-    /// A set built from config.
+    /// A set built from config. DNS-named backends have no endpoints until
+    /// [`set_resolved`](Self::set_resolved) gives them addresses.
     pub fn new(cfgs: &[BackendConfig]) -> Self {
-        let list = cfgs.iter().map(|c| Arc::new(Backend::new(c))).collect();
-        Self {
-            current: ArcSwap::from_pointee(list),
-        }
+        let set = Self {
+            current: ArcSwap::from_pointee(Vec::new()),
+            sources: Mutex::new(Sources::default()),
+        };
+        set.update(cfgs);
+        set
     }
 
     /// The backends now.
@@ -256,37 +296,82 @@ impl BackendSet {
         list.iter().map(|b| b.candidate(now)).collect()
     }
 
-    /// The backend named `name`, if any.
+    /// The backend (endpoint) named `name`, if any.
     pub fn find(&self, name: &str) -> Option<Arc<Backend>> {
         self.snapshot().iter().find(|b| b.name == name).cloned()
     }
 
-    /// Replace the set with `cfgs`. A backend with the same name and address is kept (with
-    /// its counters and connections) and takes the new weight; others are added or dropped.
+    /// Every endpoint of the configured backend `name` (one, or one per DNS address), or the
+    /// endpoint named `name`.
+    pub fn find_all(&self, name: &str) -> Vec<Arc<Backend>> {
+        self.snapshot()
+            .iter()
+            .filter(|b| b.name == name || b.config_name == name)
+            .cloned()
+            .collect()
+    }
+
+    /// Replace the configs. An endpoint with the same name and address is kept (with its
+    /// counters, health and connections) and takes the new weight and health settings.
     pub fn update(&self, cfgs: &[BackendConfig]) -> BackendChanges {
+        let mut sources = lock(&self.sources);
+        sources.configs = cfgs.to_vec();
+        let dns: Vec<&str> = cfgs
+            .iter()
+            .filter(|c| matches!(c.address, BackendAddress::Dns { .. }))
+            .map(|c| c.name.as_str())
+            .collect();
+        sources
+            .resolved
+            .retain(|name, _| dns.contains(&name.as_str()));
+        self.rebuild(&sources)
+    }
+
+    /// Set the addresses the DNS-named backend `name` resolves to now.
+    pub fn set_resolved(&self, name: &str, mut addrs: Vec<SocketAddr>) -> BackendChanges {
+        addrs.sort();
+        addrs.dedup();
+        let mut sources = lock(&self.sources);
+        if !sources.configs.iter().any(|c| c.name == name) {
+            return BackendChanges::default();
+        }
+        sources.resolved.insert(name.to_owned(), addrs);
+        self.rebuild(&sources)
+    }
+
+    fn rebuild(&self, sources: &Sources) -> BackendChanges {
         let old = self.snapshot();
         let mut changes = BackendChanges::default();
-        let list: Vec<Arc<Backend>> = cfgs
-            .iter()
-            .map(|cfg| {
+        let mut list: Vec<Arc<Backend>> = Vec::new();
+        for cfg in &sources.configs {
+            let addrs = match &cfg.address {
+                BackendAddress::Ip(a) => vec![*a],
+                BackendAddress::Dns { port, .. } => sources
+                    .resolved
+                    .get(&cfg.name)
+                    .map(|v| v.iter().map(|a| SocketAddr::new(a.ip(), *port)).collect())
+                    .unwrap_or_default(),
+            };
+            for addr in addrs {
+                let fresh = Backend::new(cfg, addr);
                 match old
                     .iter()
-                    .find(|b| b.name == cfg.name && b.address == cfg.address)
+                    .find(|b| b.name == fresh.name && b.address == addr && b.host == fresh.host)
                 {
                     Some(b) => {
                         if b.weight.swap(cfg.weight, Ordering::Relaxed) != cfg.weight {
-                            changes.reweighted.push(cfg.name.clone());
+                            changes.reweighted.push(b.name.clone());
                         }
                         b.health_config.store(Arc::new(cfg.health.clone()));
-                        Arc::clone(b)
+                        list.push(Arc::clone(b));
                     }
                     None => {
-                        changes.added.push(cfg.name.clone());
-                        Arc::new(Backend::new(cfg))
+                        changes.added.push(fresh.name.clone());
+                        list.push(Arc::new(fresh));
                     }
                 }
-            })
-            .collect();
+            }
+        }
         for b in old.iter() {
             if !list.iter().any(|n| Arc::ptr_eq(n, b)) {
                 changes.removed.push(b.name.clone());
@@ -331,6 +416,42 @@ mod tests {
         drop(guard);
         assert_eq!(a.active(), 0);
         assert_eq!(a.total(), 1);
+    }
+
+    #[test]
+    fn dns_backends_become_one_endpoint_per_address() {
+        let dns = BackendConfig {
+            name: "m".into(),
+            address: BackendAddress::Dns {
+                host: "m.example".into(),
+                port: 6443,
+            },
+            weight: 1,
+            health: HealthConfig::default(),
+        };
+        let set = BackendSet::new(&[cfg("a", 1, 1), dns.clone()]);
+        assert_eq!(set.snapshot().len(), 1, "no endpoints before resolution");
+        let ip = |s: &str| SocketAddr::new(s.parse().expect("ip"), 0);
+        let c = set.set_resolved("m", vec![ip("10.0.0.2"), ip("10.0.0.1")]);
+        assert_eq!(c.added, ["m/10.0.0.1:6443", "m/10.0.0.2:6443"]);
+        let first = set.find("m/10.0.0.1:6443").expect("endpoint");
+        assert_eq!(first.host(), "m.example");
+        assert_eq!(first.config_name(), "m");
+        assert_eq!(set.find_all("m").len(), 2);
+        // A new answer keeps the endpoint that stayed.
+        let c = set.set_resolved("m", vec![ip("10.0.0.1"), ip("10.0.0.3")]);
+        assert_eq!(c.added, ["m/10.0.0.3:6443"]);
+        assert_eq!(c.removed, ["m/10.0.0.2:6443"]);
+        assert!(Arc::ptr_eq(
+            &first,
+            &set.find("m/10.0.0.1:6443").expect("kept")
+        ));
+        // A reload keeps resolved endpoints of backends still configured.
+        let c = set.update(&[dns]);
+        assert_eq!(c.removed, ["a"]);
+        assert_eq!(set.snapshot().len(), 2);
+        // Unknown names are ignored.
+        assert!(set.set_resolved("zz", vec![ip("10.0.0.9")]).is_empty());
     }
 
     #[test]

@@ -74,6 +74,26 @@ pub struct Config {
     pub health: HealthConfig,
     /// `metrics`: the HTTP endpoint; `None` when the section is absent.
     pub metrics: Option<MetricsConfig>,
+    /// `resolvers` and `dnsTtl`: how DNS-named backends are resolved.
+    pub dns: DnsConfig,
+}
+
+/// Default `dnsTtl.min`: the floor on how long a DNS answer is used (and the retry delay
+/// after a failed lookup).
+pub const DEFAULT_DNS_MIN_TTL: Duration = Duration::from_secs(5);
+/// Default `dnsTtl.max`: the ceiling on how long a DNS answer is used.
+pub const DEFAULT_DNS_MAX_TTL: Duration = Duration::from_secs(300);
+
+/// How DNS-named backends are resolved: A and AAAA, re-resolved when the answer's TTL runs
+/// out, bounded by `min` and `max`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// `resolvers`: DNS servers (port 53 unless given); empty = the system's resolv.conf.
+    pub resolvers: Vec<SocketAddr>,
+    /// `dnsTtl.min` (default [`DEFAULT_DNS_MIN_TTL`]).
+    pub min_ttl: Duration,
+    /// `dnsTtl.max` (default [`DEFAULT_DNS_MAX_TTL`]).
+    pub max_ttl: Duration,
 }
 
 /// `metrics`: where `/metrics` and `/status` are served, and who may change backend
@@ -374,6 +394,7 @@ impl Checker {
         let listen = self.listen(&raw.listen);
         let (backends, health) = self.backends(&raw.backends, raw.health.as_ref());
         let metrics = raw.metrics.as_ref().and_then(|m| self.metrics(m));
+        let dns = self.dns(raw.resolvers.as_deref(), &raw.dns_ttl);
         let balance = self.choice(raw.balance.as_ref(), "balance", Balance::NAMES);
         let max_connections = self.number(
             raw.max_connections.as_ref(),
@@ -445,6 +466,7 @@ impl Checker {
             tcp,
             health,
             metrics,
+            dns,
         })
     }
 
@@ -569,6 +591,61 @@ impl Checker {
             }
         }
         ((out.len() == raw.len()).then_some(out), global_health)
+    }
+
+    fn dns(&mut self, resolvers: Option<&[Scalar]>, ttl: &raw::RawDnsTtl) -> DnsConfig {
+        let mut list = Vec::new();
+        if let Some(resolvers) = resolvers {
+            if resolvers.is_empty() {
+                self.problem(
+                    "resolvers",
+                    "is empty; leave it out to use the system's resolv.conf",
+                );
+            }
+            for (i, r) in resolvers.iter().enumerate() {
+                let text = r.0.trim();
+                let parsed = IpAddr::from_str(text.trim_start_matches('[').trim_end_matches(']'))
+                    .map(|ip| SocketAddr::new(ip, 53))
+                    .or_else(|_| parse_socket_addr(text));
+                match parsed {
+                    Ok(a) if a.port() != 0 => list.push(a),
+                    Ok(_) => self.problem(&format!("resolvers[{i}]"), "port 0 cannot be asked"),
+                    Err(why) => self.problem(
+                        &format!("resolvers[{i}]"),
+                        format!("\"{text}\" is not an IP address or ip:port: {why}"),
+                    ),
+                }
+            }
+        }
+        let min_ttl = self
+            .duration(
+                ttl.min.as_ref(),
+                "dnsTtl.min",
+                Some(Duration::from_millis(100)),
+            )
+            .unwrap_or(DEFAULT_DNS_MIN_TTL);
+        let max_ttl = self
+            .duration(
+                ttl.max.as_ref(),
+                "dnsTtl.max",
+                Some(Duration::from_millis(100)),
+            )
+            .unwrap_or(DEFAULT_DNS_MAX_TTL);
+        if max_ttl < min_ttl {
+            self.problem(
+                "dnsTtl.max",
+                format!(
+                    "{} is shorter than dnsTtl.min ({})",
+                    humantime::format_duration(max_ttl),
+                    humantime::format_duration(min_ttl)
+                ),
+            );
+        }
+        DnsConfig {
+            resolvers: list,
+            min_ttl,
+            max_ttl,
+        }
     }
 
     fn metrics(&mut self, raw: &raw::RawMetrics) -> Option<MetricsConfig> {

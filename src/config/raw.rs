@@ -26,6 +26,18 @@ pub(crate) struct FileConfig {
     pub(crate) tcp: RawTcp,
     pub(crate) health: Option<RawHealth>,
     pub(crate) metrics: Option<RawMetrics>,
+    /// DNS servers for DNS-named backends (default: the system's resolv.conf).
+    pub(crate) resolvers: Option<Vec<Scalar>>,
+    #[serde(default)]
+    pub(crate) dns_ttl: RawDnsTtl,
+}
+
+/// `dnsTtl:`: bounds on how long a DNS answer is used before asking again.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawDnsTtl {
+    pub(crate) min: Option<Scalar>,
+    pub(crate) max: Option<Scalar>,
 }
 
 /// `metrics:`: the HTTP endpoint for metrics, status and backend state changes.

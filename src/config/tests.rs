@@ -19,6 +19,8 @@ timeouts:
   drain: 0s
 listener: {backlog: 128, reusePort: true, freebind: false}
 tcp: {keepaliveTime: 30s, keepaliveInterval: 2s, keepaliveCount: 4, userTimeout: 1m}
+resolvers: ["127.0.0.53", "[fd00::53]:5353"]
+dnsTtl: {min: 1s}
 "#;
 
 fn problems(src: &str) -> String {
@@ -31,6 +33,15 @@ fn problems(src: &str) -> String {
 #[test]
 fn parses_every_key() {
     let c = Config::from_yaml(GOOD, "lb.yaml").expect("valid");
+    assert_eq!(
+        c.dns.resolvers,
+        [
+            "127.0.0.53:53".parse().expect("addr"),
+            "[fd00::53]:5353".parse().expect("addr")
+        ]
+    );
+    assert_eq!(c.dns.min_ttl, Duration::from_secs(1));
+    assert_eq!(c.dns.max_ttl, DEFAULT_DNS_MAX_TTL);
     assert_eq!(c.listen.len(), 2);
     assert_eq!(c.listen[1], "[::1]:6443".parse().expect("addr"));
     assert_eq!(c.backends[0].weight, 1);
@@ -104,7 +115,7 @@ fn bad_configs_get_exact_errors() {
         // 2. Unknown top-level key (a typo).
         (
             "listen: [\"127.0.0.1:6443\"]\nbackend: []\n",
-            "lb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`",
+            "lb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`",
         ),
         // 3. Unknown key inside a backend.
         (
@@ -204,6 +215,20 @@ fn bad_configs_get_exact_errors() {
         (
             "listen: [\"127.0.0.1:6443\", \"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\nforwarding: zerocopy\ntimeouts: {idle: 10ms}\n",
             "lb.yaml:1:28: listen[1]: \"127.0.0.1:6443\" is listed twice\nlb.yaml:3:13: forwarding: \"zerocopy\" is not one of auto, splice, copy\nlb.yaml:4:18: timeouts.idle: 10ms is too short (at least 1s)",
+        ),
+        // 21. Bad resolvers and DNS TTL bounds.
+        (
+            &format!(
+                "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\nresolvers: [\"dns.example\", \"127.0.0.53\"]\ndnsTtl: {{min: 10s, max: 1s}}\n"
+            ),
+            "lb.yaml:3:13: resolvers[0]: \"dns.example\" is not an IP address or ip:port: a port is missing (write host:port, e.g. 10.0.0.11:6443)\nlb.yaml:4:25: dnsTtl.max: 1s is shorter than dnsTtl.min (10s)",
+        ),
+        // 22. Metrics address and admin access.
+        (
+            &format!(
+                "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\nmetrics: {{listen: \"localhost:9441\", admin: everyone}}\n"
+            ),
+            "lb.yaml:3:19: metrics.listen: \"localhost:9441\" is not a valid address: \"localhost\" is not an IP address\nlb.yaml:3:44: metrics.admin: \"everyone\" is not one of loopback, any, off",
         ),
         // 20. YAML syntax error.
         (

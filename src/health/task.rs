@@ -5,7 +5,6 @@
 //! [`Backend`] and carries over.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use super::probe::{self, Prober, TlsError};
 use super::state::Outcome;
 use crate::backend::Backend;
-use crate::config::{BackendAddress, CheckKind, Config};
+use crate::config::{CheckKind, Config};
 use crate::metrics::Metrics;
 
 /// Loaded TLS client configs for checks, by backend name.
@@ -100,11 +99,8 @@ impl HealthChecker {
             if cfg.kind == CheckKind::None {
                 continue;
             }
-            let host = match backend.address() {
-                BackendAddress::Ip(a) => a.ip().to_string(),
-                BackendAddress::Dns { host, .. } => host.clone(),
-            };
-            let prober = match Prober::new(&cfg, tls.get(backend.name()).cloned(), &host) {
+            let tls = tls.get(backend.config_name()).cloned();
+            let prober = match Prober::new(&cfg, tls, backend.host()) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(backend = backend.name(), "health checks off: {e}");
@@ -158,17 +154,5 @@ async fn check_loop(
 }
 
 async fn check_once(backend: &Backend, prober: &Prober) -> Outcome {
-    let target: SocketAddr = match backend.address() {
-        BackendAddress::Ip(a) => *a,
-        BackendAddress::Dns { host, port } => {
-            match tokio::net::lookup_host((host.as_str(), *port)).await {
-                Ok(mut addrs) => match addrs.next() {
-                    Some(a) => a,
-                    None => return Outcome::Fail(format!("{host} has no addresses")),
-                },
-                Err(e) => return Outcome::Fail(format!("resolving {host}: {e}")),
-            }
-        }
-    };
-    prober.probe(target).await
+    prober.probe(backend.address()).await
 }

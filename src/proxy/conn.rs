@@ -13,7 +13,7 @@ use super::forward::{self, Activity, End, Mode};
 use super::listener::{ClientGuard, tune};
 use super::{Settings, Shared};
 use crate::backend::{ActiveGuard, Backend, BackendSet};
-use crate::config::{BackendAddress, Forwarding};
+use crate::config::Forwarding;
 use crate::health::state::State;
 
 /// Serve one accepted client.
@@ -177,50 +177,25 @@ impl Phase {
     }
 }
 
-/// One attempt at one backend, bounded by the connect timeout (name resolution included).
+/// One attempt at one backend, bounded by the connect timeout.
 async fn connect_one(
     backend: &Arc<Backend>,
     settings: &Settings,
 ) -> Result<TcpStream, AttemptError> {
     let timeout = settings.timeouts.connect;
+    let addr = backend.address();
     let attempt = async {
-        let addrs: Vec<SocketAddr> = match backend.address() {
-            BackendAddress::Ip(addr) => vec![*addr],
-            BackendAddress::Dns { host, port } => {
-                let not_found = |why: String| {
-                    AttemptError::Backend(io::Error::new(io::ErrorKind::NotFound, why))
-                };
-                let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
-                    .await
-                    .map_err(|e| not_found(format!("resolving {host}: {e}")))?
-                    .collect();
-                if found.is_empty() {
-                    return Err(not_found(format!("{host} has no addresses")));
-                }
-                found
-            }
-        };
-        let mut last = None;
-        for addr in addrs {
-            let socket = if addr.is_ipv6() {
-                TcpSocket::new_v6()
-            } else {
-                TcpSocket::new_v4()
-            }
-            .map_err(AttemptError::Local)?;
-            match socket.connect(addr).await {
-                Ok(stream) => {
-                    if let Err(e) = tune(&stream, &settings.tcp) {
-                        tracing::debug!(error = %e, "backend socket options");
-                    }
-                    return Ok(stream);
-                }
-                Err(e) => last = Some(e),
-            }
+        let socket = if addr.is_ipv6() {
+            TcpSocket::new_v6()
+        } else {
+            TcpSocket::new_v4()
         }
-        Err(AttemptError::Backend(last.unwrap_or_else(|| {
-            io::Error::other("no address to connect to")
-        })))
+        .map_err(AttemptError::Local)?;
+        let stream = socket.connect(addr).await.map_err(AttemptError::Backend)?;
+        if let Err(e) = tune(&stream, &settings.tcp) {
+            tracing::debug!(error = %e, "backend socket options");
+        }
+        Ok(stream)
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,

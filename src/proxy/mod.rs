@@ -21,12 +21,13 @@ use socket2::SockRef;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backend::dns::{DnsWatcher, OnAnswer};
 use crate::backend::select::Selector;
 use crate::backend::{BackendChanges, BackendSet};
 use crate::config::{Config, Forwarding, ListenerOptions, TcpOptions, Timeouts};
 use crate::health::probe::TlsError;
 use crate::health::state::State;
-use crate::health::task::{HealthChecker, load_tls};
+use crate::health::task::{HealthChecker, TlsConfigs, load_tls};
 use crate::metrics::Metrics;
 
 /// Why the proxy could not start or apply a config.
@@ -40,6 +41,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The DNS resolver for DNS-named backends could not be set up.
+    #[error(transparent)]
+    Dns(#[from] crate::backend::dns::Error),
     /// TLS files for health checks are missing or bad; every problem is listed.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     HealthTls(Vec<TlsError>),
@@ -76,6 +80,37 @@ pub(crate) struct Shared {
     pub(crate) active: AtomicUsize,
     pub(crate) metrics: Metrics,
     pub(crate) pools: pool::Pools,
+    checker: HealthChecker,
+    /// TLS client configs of the running config's checks.
+    tls: ArcSwap<TlsConfigs>,
+}
+
+impl Shared {
+    /// After the endpoint list changed: metric series follow, and checks cover exactly the
+    /// endpoints now in the set.
+    fn endpoints_changed(&self, changes: &BackendChanges) {
+        if changes.is_empty() {
+            return;
+        }
+        let list = self.backends.snapshot();
+        for name in &changes.removed {
+            if !list.iter().any(|b| b.name() == name) {
+                for st in State::ALL {
+                    let _ = self
+                        .metrics
+                        .backend_state
+                        .remove_label_values(&[name, st.as_str()]);
+                }
+                let _ = self.metrics.backend_active.remove_label_values(&[name]);
+            }
+        }
+        for b in list.iter() {
+            if changes.added.iter().any(|n| n == b.name()) {
+                self.metrics.set_state(b.name(), b.state());
+            }
+        }
+        self.checker.restart(&list, &self.tls.load());
+    }
 }
 
 /// One bound listener.
@@ -120,8 +155,8 @@ pub struct Proxy {
     tracker: TaskTracker,
     /// Cancelled at the end of a drain: every connection closes.
     cut: CancellationToken,
-    checker: HealthChecker,
-    /// Cancelled at shutdown: health checks stop.
+    dns: DnsWatcher,
+    /// Cancelled at shutdown: health checks and DNS watches stop.
     stop_checks: CancellationToken,
 }
 
@@ -133,9 +168,7 @@ impl Proxy {
         let tracker = TaskTracker::new();
         let stop_checks = CancellationToken::new();
         let checker = HealthChecker::new(metrics.clone(), tracker.clone(), stop_checks.clone());
-        for b in &config.backends {
-            metrics.set_state(&b.name, State::Up);
-        }
+        let dns = DnsWatcher::new(tracker.clone(), stop_checks.clone());
         let shared = Arc::new(Shared {
             settings: ArcSwap::from_pointee(Settings::new(
                 &config,
@@ -145,20 +178,33 @@ impl Proxy {
             active: AtomicUsize::new(0),
             metrics,
             pools: pool::Pools::default(),
+            checker,
+            tls: ArcSwap::from_pointee(tls),
         });
+        for b in shared.backends.snapshot().iter() {
+            shared.metrics.set_state(b.name(), b.state());
+        }
         let proxy = Proxy {
             shared,
             listeners: Mutex::new(HashMap::new()),
             config: Mutex::new(config.clone()),
             tracker,
             cut: CancellationToken::new(),
-            checker,
+            dns,
             stop_checks,
         };
         let bound = bind_all(&config.listen, &config.listener, &config.tcp)?;
-        proxy
+        let shared = &proxy.shared;
+        // DNS first: if its resolver cannot be built, nothing has been spawned yet.
+        proxy.dns.restart(
+            &config.backends,
+            &config.dns,
+            &shared.metrics,
+            &proxy.on_answer(),
+        )?;
+        shared
             .checker
-            .restart(&proxy.shared.backends.snapshot(), &tls);
+            .restart(&shared.backends.snapshot(), &shared.tls.load());
         for (addr, l) in bound {
             proxy.spawn_listener(addr, l, config.listener);
         }
@@ -230,24 +276,23 @@ impl Proxy {
         self.shared
             .settings
             .store(Arc::new(Settings::new(&config, selector)));
+        self.shared.tls.store(Arc::new(tls));
         report.backends = self.shared.backends.update(&config.backends);
-        let metrics = &self.shared.metrics;
-        for name in &report.backends.removed {
-            if !config.backends.iter().any(|b| &b.name == name) {
-                for st in State::ALL {
-                    let _ = metrics
-                        .backend_state
-                        .remove_label_values(&[name, st.as_str()]);
-                }
-            }
+        self.shared.endpoints_changed(&report.backends);
+        // Health settings may have changed for kept backends too.
+        self.shared
+            .checker
+            .restart(&self.shared.backends.snapshot(), &self.shared.tls.load());
+        if let Err(e) = self.dns.restart(
+            &config.backends,
+            &config.dns,
+            &self.shared.metrics,
+            &self.on_answer(),
+        ) {
+            report
+                .warnings
+                .push(format!("DNS-named backends keep their last answers: {e}"));
         }
-        let list = self.shared.backends.snapshot();
-        for b in list.iter() {
-            if report.backends.added.iter().any(|n| n == b.name()) {
-                metrics.set_state(b.name(), b.state());
-            }
-        }
-        self.checker.restart(&list, &tls);
 
         for (addr, l) in bound {
             report.listeners_added.push(addr);
@@ -300,6 +345,18 @@ impl Proxy {
             self.tracker.wait().await;
         }
         ShutdownReport { open_at_start, cut }
+    }
+
+    /// The callback DNS watches call with each answer.
+    fn on_answer(&self) -> OnAnswer {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move |name: &str, addrs| {
+            let changes = shared.backends.set_resolved(name, addrs);
+            if !changes.is_empty() {
+                tracing::info!(backend = name, added = ?changes.added, removed = ?changes.removed, "DNS answer changed the endpoints");
+            }
+            shared.endpoints_changed(&changes);
+        })
     }
 
     fn spawn_listener(

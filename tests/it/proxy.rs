@@ -509,18 +509,87 @@ async fn shutdown_drains_then_cuts_at_the_deadline() {
     assert_eq!(report.cut, 1);
 }
 
+/// A DNS-named backend follows the answers of a DNS server the test runs: each address is
+/// its own endpoint, changes apply live, and a failing server leaves the last good answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dns_named_backends_are_resolved_at_connect_time() {
-    let b = EchoBackend::start("named").await;
+async fn dns_named_backends_follow_live_answers() {
+    let dns = crate::support::dns::TestDns::start().await;
+    // Two stand-ins on the same port of two loopback addresses.
+    let (two, three) = loop {
+        let two = EchoBackend::start_on("two", "127.0.0.2:0".parse().expect("addr")).await;
+        let port = two.addr.port();
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.3", port)) {
+            drop(l);
+            let three =
+                EchoBackend::start_on("three", SocketAddr::from(([127, 0, 0, 3], port))).await;
+            break (two, three);
+        }
+    };
+    let port = two.addr.port();
+    let name = "api.apilb-test.internal";
+    dns.set(name, &["127.0.0.2".parse().expect("ip")], 1);
     let yaml = format!(
-        "listen: [\"127.0.0.1:0\"]\nbackends:\n  - {{name: named, address: \"localhost:{}\"}}\n",
-        b.addr.port()
+        "listen: [\"127.0.0.1:0\"]\nbackends:\n  - {{name: api, address: \"{name}:{port}\"}}\nresolvers: [\"{}\"]\ndnsTtl: {{min: 100ms, max: 1s}}\nhealth: {{kind: tcp, interval: 100ms, fastInterval: 50ms}}\n",
+        dns.addr
     );
     let lb = start(&yaml);
-    // localhost may resolve to ::1 first, where nothing listens: the next address is tried.
-    let (mut s, name) = connect_tagged(lb.local_addrs()[0]).await;
-    assert_eq!(name, "named");
-    roundtrip(&mut s, b"resolved").await;
+    let addr = lb.local_addrs()[0];
+    wait_until(WAIT, "first answer applied", || async {
+        lb.backends().find_all("api").len() == 1
+    })
+    .await;
+    let (mut held, first) = connect_tagged(addr).await;
+    assert_eq!(first, "two");
+    assert!(
+        lb.backends()
+            .find(&format!("api/127.0.0.2:{port}"))
+            .is_some()
+    );
+
+    // The answer changes: new connections follow; the old one keeps flowing.
+    dns.set(name, &["127.0.0.3".parse().expect("ip")], 1);
+    wait_until(WAIT, "new answer applied", || async {
+        lb.backends()
+            .find(&format!("api/127.0.0.3:{port}"))
+            .is_some()
+            && lb.backends().find_all("api").len() == 1
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(which_backend(addr).await, "three");
+    }
+    roundtrip(&mut held, b"still here").await;
+
+    // Two addresses: two endpoints, both used.
+    dns.set(
+        name,
+        &[
+            "127.0.0.2".parse().expect("ip"),
+            "127.0.0.3".parse().expect("ip"),
+        ],
+        1,
+    );
+    wait_until(WAIT, "two endpoints", || async {
+        lb.backends().find_all("api").len() == 2
+    })
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        seen.insert(which_backend(addr).await);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // The server fails: the last good answer stays, and failures are counted.
+    dns.set_failing(true);
+    let m = lb.metrics();
+    wait_until(WAIT, "a failed lookup counted", || async {
+        m.dns_lookups.with_label_values(&["api", "failed"]).get() >= 2
+    })
+    .await;
+    assert_eq!(lb.backends().find_all("api").len(), 2);
+    assert_eq!(m.dns_endpoints.with_label_values(&["api"]).get(), 2);
+    assert!(["two", "three"].contains(&which_backend(addr).await.as_str()));
+    drop(three);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod apiserver;
+pub mod dns;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
