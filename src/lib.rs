@@ -2,5 +2,12 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line (clap derive); `main.rs` maps it to library calls.
+//! - [`backend`]: the live backend set and the pure selection algorithms.
+//! - [`config`]: the LB config file, parsed and checked into [`config::Config`].
 
+pub mod backend;
 pub mod cli;
+pub mod config;
+pub mod control;
+pub mod metrics;
+pub mod proxy;

@@ -1,0 +1,672 @@
+//! The LB config: parsed from YAML ([`raw`]), checked into [`Config`], which is all the
+//! runtime ever sees.
+//!
+//! [`Config::from_yaml`] is the testable entry point; [`Config::load`] reads a file. Every
+//! problem is collected and reported at once, each with its line, column and key path.
+//! Nothing here touches sockets or the environment.
+
+mod locate;
+mod raw;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use locate::Locations;
+pub use locate::Position;
+use raw::{FileConfig, Scalar};
+
+/// Default balancing algorithm: long-lived watches make least-connections the sane choice.
+pub const DEFAULT_BALANCE: Balance = Balance::LeastConnections;
+/// Default `maxConnections`: global cap on concurrent client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Default `timeouts.connect`: per backend attempt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default `timeouts.idle`: no bytes either way for this long closes the connection. Long,
+/// because `kubectl logs -f` and watches sit quiet for minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default `timeouts.drain`: how long established connections may finish on shutdown.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default backend `weight`.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest accepted backend `weight`.
+pub const MAX_WEIGHT: u32 = 1000;
+/// Default `listener.backlog`.
+pub const DEFAULT_BACKLOG: u32 = 4096;
+/// Default `tcp.keepaliveTime`: idle time before the first keepalive probe.
+pub const DEFAULT_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
+/// Default `tcp.keepaliveInterval`: time between keepalive probes.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Default `tcp.keepaliveCount`: unanswered probes before the peer is declared dead.
+pub const DEFAULT_KEEPALIVE_COUNT: u32 = 3;
+/// Default `tcp.userTimeout` (TCP_USER_TIMEOUT): unacknowledged data older than this kills
+/// the connection, so a dead peer is noticed in seconds, not the kernel's 15 minutes.
+pub const DEFAULT_USER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default `forwarding`.
+pub const DEFAULT_FORWARDING: Forwarding = Forwarding::Auto;
+
+/// A checked LB config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Addresses to listen on (`listen`). Port 0 binds an ephemeral port.
+    pub listen: Vec<SocketAddr>,
+    /// The apiservers (`backends`), in file order.
+    pub backends: Vec<BackendConfig>,
+    /// How a backend is chosen for a new connection (`balance`).
+    pub balance: Balance,
+    /// Global cap on concurrent client connections (`maxConnections`).
+    pub max_connections: usize,
+    /// How bytes are moved between the legs (`forwarding`).
+    pub forwarding: Forwarding,
+    /// `timeouts`.
+    pub timeouts: Timeouts,
+    /// `listener`: listening socket options.
+    pub listener: ListenerOptions,
+    /// `tcp`: options set on both legs of every connection.
+    pub tcp: TcpOptions,
+}
+
+/// One backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Unique name, used in logs and by operators.
+    pub name: String,
+    /// Where it listens.
+    pub address: BackendAddress,
+    /// Relative share of new connections, 1 to [`MAX_WEIGHT`] (default [`DEFAULT_WEIGHT`]).
+    pub weight: u32,
+}
+
+/// A backend address: an IP socket address, or a DNS name and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BackendAddress {
+    /// `10.0.0.11:6443`, `[fd00::11]:6443`.
+    Ip(SocketAddr),
+    /// `master-1.example.internal:6443`, resolved when connecting.
+    Dns {
+        /// The host name.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl fmt::Display for BackendAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendAddress::Ip(addr) => write!(f, "{addr}"),
+            BackendAddress::Dns { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// Balancing algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Fewest active connections relative to weight; ties broken in turn.
+    LeastConnections,
+    /// Smooth weighted round-robin.
+    RoundRobin,
+    /// Two random candidates (weighted), the less loaded wins.
+    RandomTwo,
+}
+
+impl Balance {
+    const NAMES: &[(&str, Balance)] = &[
+        ("least-connections", Balance::LeastConnections),
+        ("round-robin", Balance::RoundRobin),
+        ("random-two", Balance::RandomTwo),
+    ];
+}
+
+/// How bytes are moved between client and backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// The measured-faster path on this platform (splice(2) on Linux).
+    Auto,
+    /// splice(2) through a pooled pipe: the bytes never enter user space.
+    Splice,
+    /// read(2)/write(2) through a buffer held only while data is in flight.
+    Copy,
+}
+
+impl Forwarding {
+    const NAMES: &[(&str, Forwarding)] = &[
+        ("auto", Forwarding::Auto),
+        ("splice", Forwarding::Splice),
+        ("copy", Forwarding::Copy),
+    ];
+}
+
+/// `timeouts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Per backend connect attempt (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect: Duration,
+    /// No bytes either way for this long closes the connection (default
+    /// [`DEFAULT_IDLE_TIMEOUT`]).
+    pub idle: Duration,
+    /// On shutdown, how long established connections may finish (default
+    /// [`DEFAULT_DRAIN_TIMEOUT`]).
+    pub drain: Duration,
+}
+
+/// `listener`: options of every listening socket. They apply when a listener is bound; a
+/// reload that changes them rebinds no existing listener (a warning says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerOptions {
+    /// listen(2) backlog (default [`DEFAULT_BACKLOG`]).
+    pub backlog: u32,
+    /// SO_REUSEPORT, to run several apilb processes on one address (default false).
+    pub reuse_port: bool,
+    /// IP_FREEBIND / IPV6_FREEBIND, so a backup LB can bind a VIP it does not hold yet
+    /// (default true).
+    pub freebind: bool,
+}
+
+/// `tcp`: options set on both legs of every connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// TCP_KEEPIDLE (default [`DEFAULT_KEEPALIVE_TIME`]).
+    pub keepalive_time: Duration,
+    /// TCP_KEEPINTVL (default [`DEFAULT_KEEPALIVE_INTERVAL`]).
+    pub keepalive_interval: Duration,
+    /// TCP_KEEPCNT (default [`DEFAULT_KEEPALIVE_COUNT`]).
+    pub keepalive_count: u32,
+    /// TCP_USER_TIMEOUT (default [`DEFAULT_USER_TIMEOUT`]).
+    pub user_timeout: Duration,
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The text is not a valid config; every problem found is listed.
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+/// Every problem found in one config text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems {
+    /// The file name (or `<string>`) the problems are in.
+    pub origin: String,
+    /// The problems, in file order.
+    pub list: Vec<Problem>,
+}
+
+/// One problem, at a place in the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where.
+    pub position: Position,
+    /// The key path, e.g. `backends[1].address`; empty for the document itself.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.list.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: ",
+                self.origin, p.position.line, p.position.column
+            )?;
+            if !p.key.is_empty() {
+                write!(f, "{}: ", p.key)?;
+            }
+            f.write_str(&p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Read and check the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parse and check a config text; `origin` names it in error messages.
+    pub fn from_yaml(src: &str, origin: &str) -> Result<Config, Error> {
+        let invalid = |list| {
+            Error::Invalid(Problems {
+                origin: origin.to_owned(),
+                list,
+            })
+        };
+        let raw: FileConfig = match serde_yaml::from_str(src) {
+            Ok(raw) => raw,
+            Err(err) => return Err(invalid(vec![structural_problem(&err, src)])),
+        };
+        let mut checker = Checker {
+            locations: Locations::index(src),
+            problems: Vec::new(),
+        };
+        let config = checker.config(raw);
+        let mut problems = checker.problems;
+        problems.sort_by_key(|p| (p.position.line, p.position.column));
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(invalid(problems)),
+        }
+    }
+}
+
+/// A serde_yaml error as a [`Problem`]: its message carries the key path as a prefix
+/// (`backends[0]: unknown field ...`) and the position as a suffix.
+fn structural_problem(err: &serde_yaml::Error, src: &str) -> Problem {
+    let position = err
+        .location()
+        .map(|l| Position {
+            line: l.line(),
+            column: l.column(),
+        })
+        .unwrap_or_default();
+    let mut message = strip_location(&err.to_string());
+    if src.trim().is_empty() {
+        message = "the file is empty; a config needs at least `listen` and `backends`".into();
+    }
+    // serde_yaml puts the path first, separated by ": ", unless the error is at the root.
+    let (key, message) = match message.split_once(": ") {
+        Some((key, rest)) if !key.contains(' ') => (key.to_owned(), rest.to_owned()),
+        _ => (String::new(), message),
+    };
+    Problem {
+        position,
+        key,
+        message,
+    }
+}
+
+/// Remove serde_yaml's " at line L column C" (the position is reported separately).
+fn strip_location(message: &str) -> String {
+    let Some(start) = message.find(" at line ") else {
+        return message.to_owned();
+    };
+    let rest = &message[start + " at line ".len()..];
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let rest = rest.strip_prefix(" column ").unwrap_or(rest);
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    format!("{}{rest}", &message[..start])
+}
+
+/// Checks a [`FileConfig`], collecting problems.
+struct Checker {
+    locations: Locations,
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            position: self.locations.find(key),
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, raw: FileConfig) -> Option<Config> {
+        let listen = self.listen(&raw.listen);
+        let backends = self.backends(&raw.backends);
+        let balance = self.choice(raw.balance.as_ref(), "balance", Balance::NAMES);
+        let max_connections = self.number(
+            raw.max_connections.as_ref(),
+            "maxConnections",
+            1,
+            10_000_000,
+        );
+        let forwarding = self.choice(raw.forwarding.as_ref(), "forwarding", Forwarding::NAMES);
+        let t = &raw.timeouts;
+        let timeouts = Timeouts {
+            connect: self
+                .duration(
+                    t.connect.as_ref(),
+                    "timeouts.connect",
+                    Some(Duration::from_millis(1)),
+                )
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            idle: self
+                .duration(
+                    t.idle.as_ref(),
+                    "timeouts.idle",
+                    Some(Duration::from_secs(1)),
+                )
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            drain: self
+                .duration(t.drain.as_ref(), "timeouts.drain", None)
+                .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+        };
+        let l = &raw.listener;
+        let listener = ListenerOptions {
+            backlog: self
+                .number(l.backlog.as_ref(), "listener.backlog", 1, 65_535)
+                .map_or(DEFAULT_BACKLOG, |n| n as u32),
+            reuse_port: self
+                .boolean(l.reuse_port.as_ref(), "listener.reusePort")
+                .unwrap_or(false),
+            freebind: self
+                .boolean(l.freebind.as_ref(), "listener.freebind")
+                .unwrap_or(true),
+        };
+        let k = &raw.tcp;
+        let second = Some(Duration::from_secs(1));
+        let tcp = TcpOptions {
+            keepalive_time: self
+                .duration(k.keepalive_time.as_ref(), "tcp.keepaliveTime", second)
+                .unwrap_or(DEFAULT_KEEPALIVE_TIME),
+            keepalive_interval: self
+                .duration(
+                    k.keepalive_interval.as_ref(),
+                    "tcp.keepaliveInterval",
+                    second,
+                )
+                .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_count: self
+                .number(k.keepalive_count.as_ref(), "tcp.keepaliveCount", 1, 127)
+                .map_or(DEFAULT_KEEPALIVE_COUNT, |n| n as u32),
+            user_timeout: self
+                .duration(k.user_timeout.as_ref(), "tcp.userTimeout", second)
+                .unwrap_or(DEFAULT_USER_TIMEOUT),
+        };
+        Some(Config {
+            listen: listen?,
+            backends: backends?,
+            balance: balance.unwrap_or(DEFAULT_BALANCE),
+            max_connections: max_connections.map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+            forwarding: forwarding.unwrap_or(DEFAULT_FORWARDING),
+            timeouts,
+            listener,
+            tcp,
+        })
+    }
+
+    fn listen(&mut self, raw: &[Scalar]) -> Option<Vec<SocketAddr>> {
+        if raw.is_empty() {
+            self.problem(
+                "listen",
+                "needs at least one address, e.g. [\"127.0.0.1:6443\"]",
+            );
+            return None;
+        }
+        let mut out = Vec::with_capacity(raw.len());
+        let mut seen = HashSet::new();
+        for (i, s) in raw.iter().enumerate() {
+            let key = format!("listen[{i}]");
+            match parse_socket_addr(&s.0) {
+                Ok(addr) => {
+                    if !seen.insert(addr) {
+                        self.problem(&key, format!("\"{addr}\" is listed twice"));
+                    }
+                    out.push(addr);
+                }
+                Err(why) => {
+                    self.problem(&key, format!("\"{}\" is not a valid address: {why}", s.0))
+                }
+            }
+        }
+        (out.len() == raw.len()).then_some(out)
+    }
+
+    fn backends(&mut self, raw: &[raw::RawBackend]) -> Option<Vec<BackendConfig>> {
+        if raw.is_empty() {
+            self.problem("backends", "needs at least one backend");
+            return None;
+        }
+        let mut out = Vec::with_capacity(raw.len());
+        let mut names = HashSet::new();
+        let mut addresses = HashSet::new();
+        for (i, b) in raw.iter().enumerate() {
+            let name_key = format!("backends[{i}].name");
+            let name = b.name.0.trim();
+            let name_ok = if name.is_empty() {
+                self.problem(&name_key, "must not be empty");
+                false
+            } else if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                self.problem(
+                    &name_key,
+                    format!("\"{name}\" may only contain letters, digits, '-', '_' and '.'"),
+                );
+                false
+            } else if !names.insert(name.to_owned()) {
+                self.problem(&name_key, format!("\"{name}\" is used by another backend"));
+                false
+            } else {
+                true
+            };
+            let addr_key = format!("backends[{i}].address");
+            let address = match parse_backend_address(&b.address.0) {
+                Ok(addr) => {
+                    if !addresses.insert(addr.clone()) {
+                        self.problem(
+                            &addr_key,
+                            format!("\"{addr}\" is the address of another backend"),
+                        );
+                        None
+                    } else {
+                        Some(addr)
+                    }
+                }
+                Err(why) => {
+                    self.problem(
+                        &addr_key,
+                        format!("\"{}\" is not a valid address: {why}", b.address.0),
+                    );
+                    None
+                }
+            };
+            let weight = self
+                .number(
+                    b.weight.as_ref(),
+                    &format!("backends[{i}].weight"),
+                    1,
+                    u64::from(MAX_WEIGHT),
+                )
+                .map_or(DEFAULT_WEIGHT, |n| n as u32);
+            if let (true, Some(address)) = (name_ok, address) {
+                out.push(BackendConfig {
+                    name: name.to_owned(),
+                    address,
+                    weight,
+                });
+            }
+        }
+        (out.len() == raw.len()).then_some(out)
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        raw: Option<&Scalar>,
+        key: &str,
+        names: &[(&str, T)],
+    ) -> Option<T> {
+        let text = raw?.0.as_str();
+        if let Some((_, v)) = names.iter().find(|(n, _)| *n == text) {
+            return Some(*v);
+        }
+        let known: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+        self.problem(
+            key,
+            format!("\"{text}\" is not one of {}", known.join(", ")),
+        );
+        None
+    }
+
+    fn number(&mut self, raw: Option<&Scalar>, key: &str, min: u64, max: u64) -> Option<u64> {
+        let text = raw?.0.as_str();
+        match text.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            Ok(n) => {
+                self.problem(key, format!("{n} is out of range ({min} to {max})"));
+                None
+            }
+            Err(_) => {
+                self.problem(key, format!("\"{text}\" is not a whole number"));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, raw: Option<&Scalar>, key: &str) -> Option<bool> {
+        match raw?.0.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            other => {
+                self.problem(key, format!("\"{other}\" is not true or false"));
+                None
+            }
+        }
+    }
+
+    fn duration(
+        &mut self,
+        raw: Option<&Scalar>,
+        key: &str,
+        min: Option<Duration>,
+    ) -> Option<Duration> {
+        let text = raw?.0.as_str();
+        match parse_duration(text) {
+            Ok(d) => match min {
+                Some(min) if d < min => {
+                    self.problem(
+                        key,
+                        format!(
+                            "{text} is too short (at least {})",
+                            humantime::format_duration(min)
+                        ),
+                    );
+                    None
+                }
+                _ => Some(d),
+            },
+            Err(why) => {
+                self.problem(key, format!("\"{text}\" is not a duration: {why}"));
+                None
+            }
+        }
+    }
+}
+
+/// Parse a duration written like `250ms`, `3s`, `1h30m`. A bare number is refused: the unit
+/// is not guessed.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("it is empty (write e.g. 3s or 250ms)".into());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!("it has no unit (write e.g. {t}s or {t}ms)"));
+    }
+    humantime::parse_duration(t)
+        .map_err(|_| "write a number and a unit, e.g. 3s, 250ms or 1h30m".to_owned())
+}
+
+/// Parse `ip:port` or `[ipv6]:port`, with clear reasons.
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    if let Ok(addr) = SocketAddr::from_str(t) {
+        return Ok(addr);
+    }
+    let (host, port) = split_host_port(t)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = IpAddr::from_str(host).map_err(|_| format!("\"{host}\" is not an IP address"))?;
+    let port = parse_port(port, true)?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Parse a backend address: `ip:port`, `[ipv6]:port` or `dns-name:port`.
+fn parse_backend_address(text: &str) -> Result<BackendAddress, String> {
+    let t = text.trim();
+    if let Ok(addr) = SocketAddr::from_str(t) {
+        if addr.port() == 0 {
+            return Err("port 0 cannot be connected to".into());
+        }
+        return Ok(BackendAddress::Ip(addr));
+    }
+    let (host, port) = split_host_port(t)?;
+    let port = parse_port(port, false)?;
+    if host.starts_with('[') {
+        let inner = host.trim_start_matches('[').trim_end_matches(']');
+        return IpAddr::from_str(inner)
+            .map(|ip| BackendAddress::Ip(SocketAddr::new(ip, port)))
+            .map_err(|_| format!("\"{inner}\" is not an IPv6 address"));
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!("\"{host}\" is not an IPv4 address"));
+    }
+    check_dns_name(host)?;
+    Ok(BackendAddress::Dns {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+fn split_host_port(t: &str) -> Result<(&str, &str), String> {
+    let Some((host, port)) = t.rsplit_once(':') else {
+        return Err("a port is missing (write host:port, e.g. 10.0.0.11:6443)".into());
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        return Err("an IPv6 address needs brackets, e.g. [fd00::11]:6443".into());
+    }
+    if host.is_empty() {
+        return Err("the host is missing".into());
+    }
+    Ok((host, port))
+}
+
+fn parse_port(port: &str, zero_ok: bool) -> Result<u16, String> {
+    match port.parse::<u16>() {
+        Ok(0) if !zero_ok => Err("port 0 cannot be connected to".into()),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("\"{port}\" is not a port (1 to 65535)")),
+    }
+}
+
+/// RFC 1123 host name rules: labels of letters, digits and inner hyphens, 1-63 bytes each,
+/// 253 bytes in all.
+fn check_dns_name(host: &str) -> Result<(), String> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("\"{host}\" is not a valid host name"));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "\"{host}\" is not a valid host name (label \"{label}\")"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

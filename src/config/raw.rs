@@ -1,0 +1,107 @@
+//! The LB config file as written: serde types with camelCase keys and unknown keys denied.
+//!
+//! Values whose checking needs context (addresses, durations, enum names) are kept as
+//! [`Scalar`] text here and checked in [`super::Config::from_raw`], so that every such problem
+//! is reported at once instead of stopping at the first.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) listen: Vec<Scalar>,
+    pub(crate) backends: Vec<RawBackend>,
+    pub(crate) balance: Option<Scalar>,
+    pub(crate) max_connections: Option<Scalar>,
+    pub(crate) forwarding: Option<Scalar>,
+    #[serde(default)]
+    pub(crate) timeouts: RawTimeouts,
+    #[serde(default)]
+    pub(crate) listener: RawListener,
+    #[serde(default)]
+    pub(crate) tcp: RawTcp,
+}
+
+/// One `backends[]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub(crate) name: Scalar,
+    pub(crate) address: Scalar,
+    pub(crate) weight: Option<Scalar>,
+}
+
+/// `timeouts:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawTimeouts {
+    pub(crate) connect: Option<Scalar>,
+    pub(crate) idle: Option<Scalar>,
+    pub(crate) drain: Option<Scalar>,
+}
+
+/// `listener:` socket options applied to every listening socket.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawListener {
+    pub(crate) backlog: Option<Scalar>,
+    pub(crate) reuse_port: Option<Scalar>,
+    pub(crate) freebind: Option<Scalar>,
+}
+
+/// `tcp:` options applied to both legs of every proxied connection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawTcp {
+    pub(crate) keepalive_time: Option<Scalar>,
+    pub(crate) keepalive_interval: Option<Scalar>,
+    pub(crate) keepalive_count: Option<Scalar>,
+    pub(crate) user_timeout: Option<Scalar>,
+}
+
+/// Any YAML scalar (string, number, bool) kept as its text.
+///
+/// `drain: 30` and `drain: "30s"` both arrive here; the checker then says what is wrong
+/// with `30` (no unit) instead of serde's "expected a string".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scalar(pub(crate) String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a single value (string, number or boolean)")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}

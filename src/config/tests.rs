@@ -1,0 +1,230 @@
+use super::*;
+
+const GOOD: &str = r#"
+listen: ["127.0.0.1:6443", "[::1]:6443"]
+backends:
+  - name: master-1
+    address: "10.0.0.11:6443"
+  - name: master-2
+    address: "[fd00::12]:6443"
+    weight: 3
+  - name: master-3
+    address: master-3.example.internal:6443
+balance: round-robin
+maxConnections: 500
+forwarding: copy
+timeouts:
+  connect: 250ms
+  idle: 1h
+  drain: 0s
+listener: {backlog: 128, reusePort: true, freebind: false}
+tcp: {keepaliveTime: 30s, keepaliveInterval: 2s, keepaliveCount: 4, userTimeout: 1m}
+"#;
+
+fn problems(src: &str) -> String {
+    match Config::from_yaml(src, "lb.yaml") {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn parses_every_key() {
+    let c = Config::from_yaml(GOOD, "lb.yaml").expect("valid");
+    assert_eq!(c.listen.len(), 2);
+    assert_eq!(c.listen[1], "[::1]:6443".parse().expect("addr"));
+    assert_eq!(c.backends[0].weight, 1);
+    assert_eq!(c.backends[1].weight, 3);
+    assert_eq!(
+        c.backends[1].address,
+        BackendAddress::Ip("[fd00::12]:6443".parse().expect("addr"))
+    );
+    assert_eq!(
+        c.backends[2].address,
+        BackendAddress::Dns {
+            host: "master-3.example.internal".into(),
+            port: 6443
+        }
+    );
+    assert_eq!(c.balance, Balance::RoundRobin);
+    assert_eq!(c.max_connections, 500);
+    assert_eq!(c.forwarding, Forwarding::Copy);
+    assert_eq!(c.timeouts.connect, Duration::from_millis(250));
+    assert_eq!(c.timeouts.idle, Duration::from_secs(3600));
+    assert_eq!(c.timeouts.drain, Duration::ZERO);
+    assert_eq!(
+        c.listener,
+        ListenerOptions {
+            backlog: 128,
+            reuse_port: true,
+            freebind: false
+        }
+    );
+    assert_eq!(c.tcp.keepalive_count, 4);
+    assert_eq!(c.tcp.user_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn defaults_are_the_named_constants() {
+    let c = Config::from_yaml(
+        "listen: [\"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"127.0.0.1:1\"}]\n",
+        "x",
+    )
+    .expect("valid");
+    assert_eq!(c.balance, DEFAULT_BALANCE);
+    assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(c.forwarding, DEFAULT_FORWARDING);
+    assert_eq!(c.timeouts.connect, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(c.timeouts.idle, DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(c.timeouts.drain, DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(c.listener.backlog, DEFAULT_BACKLOG);
+    assert!(c.listener.freebind);
+    assert!(!c.listener.reuse_port);
+    assert_eq!(c.tcp.keepalive_time, DEFAULT_KEEPALIVE_TIME);
+    assert_eq!(c.tcp.user_timeout, DEFAULT_USER_TIMEOUT);
+    assert_eq!(c.backends[0].weight, DEFAULT_WEIGHT);
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let text = include_str!("../../config/apilb.yaml");
+    Config::from_yaml(text, "config/apilb.yaml").expect("config/apilb.yaml is valid");
+}
+
+/// Each bad config and the exact report it gets.
+#[test]
+fn bad_configs_get_exact_errors() {
+    const HEAD: &str = "listen: [\"127.0.0.1:6443\"]\n";
+    let cases: &[(&str, &str)] = &[
+        // 1. The issue's own example.
+        (
+            "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - {name: a, address: \"10.0.0.1:6443\"}\n  - name: b\n    address: \"10.0.0.300:6443\"\n",
+            "lb.yaml:5:14: backends[1].address: \"10.0.0.300:6443\" is not a valid address: \"10.0.0.300\" is not an IPv4 address",
+        ),
+        // 2. Unknown top-level key (a typo).
+        (
+            "listen: [\"127.0.0.1:6443\"]\nbackend: []\n",
+            "lb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`",
+        ),
+        // 3. Unknown key inside a backend.
+        (
+            "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - name: a\n    adress: 10.0.0.1:6443\n",
+            "lb.yaml:4:5: backends[0]: unknown field `adress`, expected one of `name`, `address`, `weight`",
+        ),
+        // 4. Missing required key.
+        (
+            "listen: [\"127.0.0.1:6443\"]\n",
+            "lb.yaml:1:1: missing field `backends`",
+        ),
+        // 5. Empty file.
+        (
+            "",
+            "lb.yaml:1:1: the file is empty; a config needs at least `listen` and `backends`",
+        ),
+        // 6. Listen without a port.
+        (
+            "listen: [\"127.0.0.1\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\n",
+            "lb.yaml:1:10: listen[0]: \"127.0.0.1\" is not a valid address: a port is missing (write host:port, e.g. 10.0.0.11:6443)",
+        ),
+        // 7. IPv6 without brackets.
+        (
+            &format!("{HEAD}backends: [{{name: a, address: \"fd00::1:6443\"}}]\n"),
+            "lb.yaml:2:31: backends[0].address: \"fd00::1:6443\" is not a valid address: an IPv6 address needs brackets, e.g. [fd00::11]:6443",
+        ),
+        // 8. Duplicate backend names and addresses, all reported.
+        (
+            &format!(
+                "{HEAD}backends:\n  - {{name: a, address: \"10.0.0.1:6443\"}}\n  - {{name: a, address: \"10.0.0.1:6443\"}}\n"
+            ),
+            "lb.yaml:4:12: backends[1].name: \"a\" is used by another backend\nlb.yaml:4:24: backends[1].address: \"10.0.0.1:6443\" is the address of another backend",
+        ),
+        // 9. Unknown balance.
+        (
+            &format!(
+                "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\nbalance: leastconn\n"
+            ),
+            "lb.yaml:3:10: balance: \"leastconn\" is not one of least-connections, round-robin, random-two",
+        ),
+        // 10. Duration without a unit.
+        (
+            &format!(
+                "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\ntimeouts: {{connect: 3}}\n"
+            ),
+            "lb.yaml:3:21: timeouts.connect: \"3\" is not a duration: it has no unit (write e.g. 3s or 3ms)",
+        ),
+        // 11. Garbage duration.
+        (
+            &format!(
+                "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\ntimeouts:\n  idle: forever\n"
+            ),
+            "lb.yaml:4:9: timeouts.idle: \"forever\" is not a duration: write a number and a unit, e.g. 3s, 250ms or 1h30m",
+        ),
+        // 12. Weight out of range.
+        (
+            &format!("{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\", weight: 0}}]\n"),
+            "lb.yaml:2:56: backends[0].weight: 0 is out of range (1 to 1000)",
+        ),
+        // 13. maxConnections not a number.
+        (
+            &format!(
+                "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\nmaxConnections: lots\n"
+            ),
+            "lb.yaml:3:17: maxConnections: \"lots\" is not a whole number",
+        ),
+        // 14. Empty lists.
+        (
+            "listen: []\nbackends: []\n",
+            "lb.yaml:1:9: listen: needs at least one address, e.g. [\"127.0.0.1:6443\"]\nlb.yaml:2:11: backends: needs at least one backend",
+        ),
+        // 15. Backend port 0 and a bad port.
+        (
+            &format!(
+                "{HEAD}backends:\n  - {{name: a, address: \"10.0.0.1:0\"}}\n  - {{name: b, address: \"10.0.0.2:http\"}}\n"
+            ),
+            "lb.yaml:3:24: backends[0].address: \"10.0.0.1:0\" is not a valid address: port 0 cannot be connected to\nlb.yaml:4:24: backends[1].address: \"10.0.0.2:http\" is not a valid address: \"http\" is not a port (1 to 65535)",
+        ),
+        // 16. Bad host name.
+        (
+            &format!("{HEAD}backends: [{{name: a, address: \"master_1.example:6443\"}}]\n"),
+            "lb.yaml:2:31: backends[0].address: \"master_1.example:6443\" is not a valid address: \"master_1.example\" is not a valid host name (label \"master_1\")",
+        ),
+        // 17. Bad backend name, bad boolean, backlog out of range.
+        (
+            &format!(
+                "{HEAD}backends: [{{name: \"a b\", address: \"10.0.0.1:6443\"}}]\nlistener: {{reusePort: yes, backlog: 0}}\n"
+            ),
+            "lb.yaml:2:19: backends[0].name: \"a b\" may only contain letters, digits, '-', '_' and '.'\nlb.yaml:3:23: listener.reusePort: \"yes\" is not true or false\nlb.yaml:3:37: listener.backlog: 0 is out of range (1 to 65535)",
+        ),
+        // 18. Wrong container type.
+        (
+            "listen: \"127.0.0.1:6443\"\nbackends: []\n",
+            "lb.yaml:1:9: listen: invalid type: string \"127.0.0.1:6443\", expected a sequence",
+        ),
+        // 19. Timeout too short, unknown forwarding, duplicate listener.
+        (
+            "listen: [\"127.0.0.1:6443\", \"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\nforwarding: zerocopy\ntimeouts: {idle: 10ms}\n",
+            "lb.yaml:1:28: listen[1]: \"127.0.0.1:6443\" is listed twice\nlb.yaml:3:13: forwarding: \"zerocopy\" is not one of auto, splice, copy\nlb.yaml:4:18: timeouts.idle: 10ms is too short (at least 1s)",
+        ),
+        // 20. YAML syntax error.
+        (
+            "listen: [\"127.0.0.1:6443\"\nbackends: []\n",
+            "lb.yaml:2:1: did not find expected ',' or ']', while parsing a flow sequence at line 1 column 9",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (src, want)) in cases.iter().enumerate() {
+        let got = problems(src);
+        if got != *want {
+            failures.push(format!("case {}:\n  want: {want}\n  got:  {got}", i + 1));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn durations_need_units() {
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+    assert!(parse_duration("30").is_err());
+    assert!(parse_duration("").is_err());
+}

@@ -1,0 +1,202 @@
+//! One client connection: pick a backend, connect (trying the next one on failure, each
+//! backend at most once), then forward until the connection ends.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::forward::{self, Activity, End, Mode};
+use super::listener::{ClientGuard, tune};
+use super::{Settings, Shared};
+use crate::backend::{ActiveGuard, Backend, BackendSet};
+use crate::config::{BackendAddress, Forwarding};
+
+/// Serve one accepted client.
+pub(crate) async fn run(
+    guard: ClientGuard,
+    client: TcpStream,
+    peer: SocketAddr,
+    cut: CancellationToken,
+) {
+    let span = tracing::debug_span!("conn", %peer);
+    async move {
+        let shared = &guard.0;
+        let settings = shared.settings.load_full();
+        if let Err(e) = tune(&client, &settings.tcp) {
+            tracing::debug!(error = %e, "client socket options");
+        }
+        let connected = tokio::select! {
+            c = connect_any(shared, &settings) => c,
+            () = cut.cancelled() => return,
+        };
+        let (backend, active) = match connected {
+            Ok(c) => c,
+            Err(NoConnection::NoBackend) => {
+                shared.metrics.failed.with_label_values(&["no_backend"]).inc();
+                tracing::warn!("no backend accepted the connection; closing the client");
+                return;
+            }
+            Err(NoConnection::Local(e)) => {
+                shared.metrics.failed.with_label_values(&["local_resources"]).inc();
+                tracing::debug!(error = %e, "no socket for the backend leg; closing the client");
+                return;
+            }
+        };
+        let name = active.backend().name().to_owned();
+        tracing::debug!(backend = %name, "connected");
+        let mode = match settings.forwarding {
+            Forwarding::Auto | Forwarding::Splice => Mode::Splice,
+            Forwarding::Copy => Mode::Copy,
+        };
+        let activity = Activity::new();
+        let end = forward::run(
+            &client,
+            &backend,
+            mode,
+            settings.timeouts.idle,
+            &cut,
+            &shared.pools,
+            &activity,
+        )
+        .await;
+        let up = activity.up.load(std::sync::atomic::Ordering::Relaxed);
+        let down = activity.down.load(std::sync::atomic::Ordering::Relaxed);
+        let m = &shared.metrics;
+        m.bytes.with_label_values(&["client_to_backend"]).inc_by(up);
+        m.bytes.with_label_values(&["backend_to_client"]).inc_by(down);
+        m.closed.with_label_values(&[end.label()]).inc();
+        match &end {
+            End::Client(e) | End::Backend(e) => {
+                tracing::debug!(backend = %name, up, down, reason = end.label(), error = %e, "closed")
+            }
+            _ => tracing::debug!(backend = %name, up, down, reason = end.label(), "closed"),
+        }
+        drop(active);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Why one connect attempt failed: the `reason` label of
+/// `apilb_backend_connect_failures_total`.
+fn failure_reason(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "refused",
+        io::ErrorKind::TimedOut => "timeout",
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => "unreachable",
+        io::ErrorKind::NotFound => "resolve",
+        _ => "other",
+    }
+}
+
+/// Why a client got no backend connection.
+enum NoConnection {
+    /// Every backend was tried and failed.
+    NoBackend,
+    /// This process could not make a socket (descriptor or memory limits): not the
+    /// backends' fault, so not counted against them.
+    Local(io::Error),
+}
+
+/// A failed attempt, with blame.
+enum AttemptError {
+    Local(io::Error),
+    Backend(io::Error),
+}
+
+/// Try backends in the order the selector picks them, each at most once.
+async fn connect_any(
+    shared: &Shared,
+    settings: &Settings,
+) -> Result<(TcpStream, ActiveGuard), NoConnection> {
+    let list = shared.backends.snapshot();
+    let mut tried = vec![false; list.len()];
+    for _ in 0..list.len() {
+        let cands = BackendSet::candidates(&list);
+        let Some(i) = settings.selector.pick(&cands, |i| !tried[i]) else {
+            break;
+        };
+        tried[i] = true;
+        let backend = &list[i];
+        match connect_one(backend, settings).await {
+            Ok(stream) => {
+                shared
+                    .metrics
+                    .backend_connections
+                    .with_label_values(&[backend.name()])
+                    .inc();
+                return Ok((stream, backend.connected()));
+            }
+            Err(AttemptError::Local(e)) => return Err(NoConnection::Local(e)),
+            Err(AttemptError::Backend(e)) => {
+                let run = backend.connect_failed();
+                let reason = failure_reason(&e);
+                shared
+                    .metrics
+                    .connect_failures
+                    .with_label_values(&[backend.name(), reason])
+                    .inc();
+                tracing::info!(backend = backend.name(), address = %backend.address(), error = %e, consecutive_failures = run, "connect failed; trying the next backend");
+            }
+        }
+    }
+    Err(NoConnection::NoBackend)
+}
+
+/// One attempt at one backend, bounded by the connect timeout (name resolution included).
+async fn connect_one(
+    backend: &Arc<Backend>,
+    settings: &Settings,
+) -> Result<TcpStream, AttemptError> {
+    let timeout = settings.timeouts.connect;
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = match backend.address() {
+            BackendAddress::Ip(addr) => vec![*addr],
+            BackendAddress::Dns { host, port } => {
+                let not_found = |why: String| {
+                    AttemptError::Backend(io::Error::new(io::ErrorKind::NotFound, why))
+                };
+                let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
+                    .await
+                    .map_err(|e| not_found(format!("resolving {host}: {e}")))?
+                    .collect();
+                if found.is_empty() {
+                    return Err(not_found(format!("{host} has no addresses")));
+                }
+                found
+            }
+        };
+        let mut last = None;
+        for addr in addrs {
+            let socket = if addr.is_ipv6() {
+                TcpSocket::new_v6()
+            } else {
+                TcpSocket::new_v4()
+            }
+            .map_err(AttemptError::Local)?;
+            match socket.connect(addr).await {
+                Ok(stream) => {
+                    if let Err(e) = tune(&stream, &settings.tcp) {
+                        tracing::debug!(error = %e, "backend socket options");
+                    }
+                    return Ok(stream);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(AttemptError::Backend(last.unwrap_or_else(|| {
+            io::Error::other("no address to connect to")
+        })))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(AttemptError::Backend(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {}", humantime::format_duration(timeout)),
+        ))),
+    }
+}

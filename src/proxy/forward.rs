@@ -1,0 +1,271 @@
+//! Moving bytes between the two legs of a connection: full duplex, byte-exact, half-close
+//! passed on (EOF from one side becomes shutdown(Write) on the other while the reverse
+//! direction keeps flowing), idle timeout, and a cut-off for the end of a drain.
+//!
+//! Two ways to move bytes: splice(2) through a pooled pipe (the bytes never enter user
+//! space) and read/write through a pooled buffer. Neither holds a pipe or buffer while the
+//! connection is quiet.
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::fcntl::{SpliceFFlags, splice};
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::pool::Pools;
+
+/// How bytes are moved for one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Splice,
+    Copy,
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// Both sides sent EOF.
+    Eof,
+    /// No bytes either way for the idle timeout.
+    IdleTimeout,
+    /// Cut off at the end of a drain.
+    DrainCut,
+    /// Reading from or writing to the client failed.
+    Client(io::Error),
+    /// Reading from or writing to the backend failed.
+    Backend(io::Error),
+}
+
+impl End {
+    /// The `reason` label of `apilb_connections_closed_total`.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            End::Eof => "eof",
+            End::IdleTimeout => "idle_timeout",
+            End::DrainCut => "drain_cut",
+            End::Client(_) => "client_error",
+            End::Backend(_) => "backend_error",
+        }
+    }
+}
+
+/// Bytes moved and the time of the last byte, shared by both directions.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    /// Milliseconds from `start` to the last byte moved.
+    last_ms: AtomicU64,
+    pub(crate) up: AtomicU64,
+    pub(crate) down: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Which leg an I/O error happened on, for blame.
+enum Failure {
+    Src(io::Error),
+    Dst(io::Error),
+}
+
+/// Forward between `client` and `backend` until both sides are done, an error, the idle
+/// timeout, or `cut`.
+pub(crate) async fn run(
+    client: &TcpStream,
+    backend: &TcpStream,
+    mode: Mode,
+    idle: Duration,
+    cut: &CancellationToken,
+    pools: &Pools,
+    activity: &Activity,
+) -> End {
+    let up = pump(client, backend, mode, pools, activity, &activity.up);
+    let down = pump(backend, client, mode, pools, activity, &activity.down);
+    tokio::pin!(up, down);
+    let (mut up_done, mut down_done) = (false, false);
+    loop {
+        tokio::select! {
+            r = &mut up, if !up_done => match r {
+                Ok(()) => up_done = true,
+                Err(Failure::Src(e)) => return End::Client(e),
+                Err(Failure::Dst(e)) => return End::Backend(e),
+            },
+            r = &mut down, if !down_done => match r {
+                Ok(()) => down_done = true,
+                Err(Failure::Src(e)) => return End::Backend(e),
+                Err(Failure::Dst(e)) => return End::Client(e),
+            },
+            () = idle_expired(activity, idle) => return End::IdleTimeout,
+            () = cut.cancelled() => return End::DrainCut,
+        }
+        if up_done && down_done {
+            return End::Eof;
+        }
+    }
+}
+
+/// Resolves once no byte has moved for `idle`. One timer, re-armed only when it fires.
+async fn idle_expired(activity: &Activity, idle: Duration) {
+    loop {
+        let deadline = activity.last() + idle;
+        tokio::time::sleep_until(deadline).await;
+        if activity.last() + idle <= Instant::now() {
+            return;
+        }
+    }
+}
+
+/// One direction: `src` to `dst` until EOF, then shutdown(Write) on `dst`.
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    mode: Mode,
+    pools: &Pools,
+    activity: &Activity,
+    counter: &AtomicU64,
+) -> Result<(), Failure> {
+    match mode {
+        Mode::Splice => match pump_splice(src, dst, pools, activity, counter).await {
+            Err(SpliceError::NoPipe(e)) => {
+                tracing::debug!(error = %e, "no pipe for splice; copying instead");
+                pump_copy(src, dst, pools, activity, counter).await?
+            }
+            Err(SpliceError::Io(f)) => return Err(f),
+            Ok(()) => {}
+        },
+        Mode::Copy => pump_copy(src, dst, pools, activity, counter).await?,
+    }
+    // Pass the FIN on. ENOTCONN means the peer is already gone: nothing left to tell it.
+    match SockRef::from(dst).shutdown(Shutdown::Write) {
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(Failure::Dst(e)),
+        _ => Ok(()),
+    }
+}
+
+async fn pump_copy(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pools: &Pools,
+    activity: &Activity,
+    counter: &AtomicU64,
+) -> Result<(), Failure> {
+    loop {
+        src.readable().await.map_err(Failure::Src)?;
+        let mut buf = pools.buf();
+        loop {
+            match src.try_read(&mut buf) {
+                Ok(0) => {
+                    pools.put_buf(buf);
+                    return Ok(());
+                }
+                Ok(n) => {
+                    write_all(dst, &buf[..n]).await.map_err(Failure::Dst)?;
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    activity.touch();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure::Src(e)),
+            }
+        }
+        pools.put_buf(buf);
+    }
+}
+
+async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match dst.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+enum SpliceError {
+    /// No pipe could be made (descriptor limits); the caller falls back to copying.
+    NoPipe(io::Error),
+    Io(Failure),
+}
+
+impl From<Failure> for SpliceError {
+    fn from(f: Failure) -> Self {
+        SpliceError::Io(f)
+    }
+}
+
+async fn pump_splice(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pools: &Pools,
+    activity: &Activity,
+    counter: &AtomicU64,
+) -> Result<(), SpliceError> {
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    loop {
+        src.readable().await.map_err(Failure::Src)?;
+        // The pipe is taken only now that data is waiting, and returned empty. If this
+        // future is dropped mid-way, the pipe (possibly holding bytes) is closed instead.
+        let pipe = pools.pipe().map_err(SpliceError::NoPipe)?;
+        loop {
+            let read = src.try_io(Interest::READABLE, || {
+                splice(src.as_fd(), None, &pipe.write, None, pipe.size, flags)
+                    .map_err(io::Error::from)
+            });
+            let n = match read {
+                Ok(0) => {
+                    pools.put_pipe(pipe);
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Failure::Src(e).into()),
+            };
+            let mut left = n;
+            while left > 0 {
+                let wrote = dst.try_io(Interest::WRITABLE, || {
+                    splice(&pipe.read, None, dst.as_fd(), None, left, flags)
+                        .map_err(io::Error::from)
+                });
+                match wrote {
+                    Ok(m) => left -= m,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        dst.writable().await.map_err(Failure::Dst)?;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Failure::Dst(e).into()),
+                }
+            }
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            activity.touch();
+        }
+        pools.put_pipe(pipe);
+    }
+}

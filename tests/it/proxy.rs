@@ -1,0 +1,534 @@
+//! The data plane in-process, over real sockets on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use apilb::config::Config;
+use apilb::metrics::Metrics;
+use apilb::proxy::Proxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+fn start(yaml: &str) -> Proxy {
+    let config = Config::from_yaml(yaml, "test.yaml").expect("valid test config");
+    Proxy::start(config, Metrics::unregistered()).expect("proxy starts")
+}
+
+fn any_port() -> Vec<SocketAddr> {
+    vec!["127.0.0.1:0".parse().expect("addr")]
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so corruption cannot hide in a pattern.
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Send `len` bytes through the LB to an echo backend while reading the echo concurrently;
+/// both directions carry every byte, in order.
+async fn transfer_exact(forwarding: &str, len: usize) {
+    let b = EchoBackend::start("b1").await;
+    let lb = start(&lb_yaml(
+        &any_port(),
+        &[("b1", b.addr)],
+        &format!("forwarding: {forwarding}\n"),
+    ));
+    let (s, name) = connect_tagged(lb.local_addrs()[0]).await;
+    assert_eq!(name, "b1");
+    let data = payload(len, 0x9e37_79b9_7f4a_7c15);
+    let (mut r, mut w) = s.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        // Uneven chunk sizes exercise partial reads and writes.
+        let mut off = 0;
+        let mut step = 1;
+        while off < sent.len() {
+            let end = (off + step).min(sent.len());
+            w.write_all(&sent[off..end]).await.expect("write");
+            off = end;
+            step = (step * 7 + 13) % 200_000 + 1;
+        }
+        w.shutdown().await.expect("shutdown write");
+    });
+    let mut got = Vec::with_capacity(len);
+    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut got))
+        .await
+        .expect("echo within a minute")
+        .expect("read echo");
+    writer.await.expect("writer");
+    assert_eq!(got.len(), data.len(), "byte count");
+    assert!(got == data, "bytes differ");
+    lb.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_32_mib_both_ways_byte_exact_with_splice() {
+    transfer_exact("splice", 32 << 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_32_mib_both_ways_byte_exact_with_copy() {
+    transfer_exact("copy", 32 << 20).await;
+}
+
+/// Client sends its request and half-closes; the backend sees EOF, and its reply still
+/// flows back after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_half_close_reaches_backend_and_reply_still_flows() {
+    for forwarding in ["splice", "copy"] {
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let baddr = backend.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = backend.accept().await.expect("accept");
+            let mut req = Vec::new();
+            s.read_to_end(&mut req).await.expect("read to client's EOF");
+            // Only after the client's FIN: answer, a lot, then close.
+            let reply = payload(4 << 20, req.len() as u64);
+            s.write_all(&reply).await.expect("reply");
+            s.shutdown().await.expect("close");
+            req
+        });
+        let lb = start(&lb_yaml(
+            &any_port(),
+            &[("b", baddr)],
+            &format!("forwarding: {forwarding}\n"),
+        ));
+        let mut c = TcpStream::connect(lb.local_addrs()[0])
+            .await
+            .expect("connect");
+        c.write_all(b"GET /watch").await.expect("write");
+        c.shutdown().await.expect("half-close");
+        let mut reply = Vec::new();
+        tokio::time::timeout(WAIT, c.read_to_end(&mut reply))
+            .await
+            .expect("reply within the wait")
+            .expect("read reply");
+        assert_eq!(reply, payload(4 << 20, 10), "{forwarding}");
+        assert_eq!(server.await.expect("server"), b"GET /watch");
+    }
+}
+
+/// The backend half-closes first; the client reads EOF and can still send, and the backend
+/// receives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_half_close_reaches_client_and_client_can_still_send() {
+    for forwarding in ["splice", "copy"] {
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let baddr = backend.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = backend.accept().await.expect("accept");
+            s.write_all(b"banner").await.expect("write");
+            s.shutdown().await.expect("half-close");
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.expect("read after own FIN");
+            rest
+        });
+        let lb = start(&lb_yaml(
+            &any_port(),
+            &[("b", baddr)],
+            &format!("forwarding: {forwarding}\n"),
+        ));
+        let mut c = TcpStream::connect(lb.local_addrs()[0])
+            .await
+            .expect("connect");
+        let mut banner = Vec::new();
+        tokio::time::timeout(WAIT, c.read_to_end(&mut banner))
+            .await
+            .expect("EOF within the wait")
+            .expect("read");
+        assert_eq!(banner, b"banner");
+        let upload = payload(2 << 20, 3);
+        c.write_all(&upload).await.expect("send after EOF");
+        c.shutdown().await.expect("close");
+        let got = tokio::time::timeout(WAIT, server)
+            .await
+            .expect("server done")
+            .expect("server");
+        assert!(got == upload, "{forwarding}: upload differs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_backend_is_skipped_and_counted() {
+    let live = EchoBackend::start("live").await;
+    let dead = dead_addr();
+    let lb = start(&lb_yaml(
+        &any_port(),
+        &[("dead", dead), ("live", live.addr)],
+        "balance: round-robin\n",
+    ));
+    let addr = lb.local_addrs()[0];
+    for _ in 0..6 {
+        let (mut s, name) = connect_tagged(addr).await;
+        assert_eq!(name, "live");
+        roundtrip(&mut s, b"ping").await;
+    }
+    let m = lb.metrics();
+    let refused = m
+        .connect_failures
+        .with_label_values(&["dead", "refused"])
+        .get();
+    assert!(
+        refused >= 3,
+        "round-robin tried the dead backend: {refused}"
+    );
+    let dead_b = lb
+        .backends()
+        .snapshot()
+        .iter()
+        .find(|b| b.name() == "dead")
+        .cloned()
+        .expect("dead backend");
+    assert_eq!(u64::from(dead_b.consecutive_failures()), refused);
+    assert_eq!(m.failed.with_label_values(&["no_backend"]).get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_moves_on_to_the_next_backend() {
+    // A listener with a backlog of 1 that never accepts: once its queue is full, further
+    // SYNs get no answer, so a connect hangs until the connect timeout.
+    let blackhole =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    blackhole
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    blackhole.listen(0).expect("listen");
+    let hole: SocketAddr = blackhole
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    // Fill its queue.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(hole)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let live = EchoBackend::start("live").await;
+    let lb = start(&lb_yaml(
+        &any_port(),
+        &[("hole", hole), ("live", live.addr)],
+        "balance: round-robin\ntimeouts: {connect: 200ms}\n",
+    ));
+    for _ in 0..2 {
+        let (_s, name) = connect_tagged(lb.local_addrs()[0]).await;
+        assert_eq!(name, "live");
+    }
+    assert!(
+        lb.metrics()
+            .connect_failures
+            .with_label_values(&["hole", "timeout"])
+            .get()
+            >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_down_closes_the_client_promptly() {
+    let lb = start(&lb_yaml(
+        &any_port(),
+        &[("a", dead_addr()), ("b", dead_addr())],
+        "",
+    ));
+    let mut c = TcpStream::connect(lb.local_addrs()[0])
+        .await
+        .expect("connect");
+    assert!(closed_within(&mut c, Duration::from_secs(2)).await);
+    let m = lb.metrics();
+    assert_eq!(m.failed.with_label_values(&["no_backend"]).get(), 1);
+    assert_eq!(
+        m.connect_failures
+            .with_label_values(&["a", "refused"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        m.connect_failures
+            .with_label_values(&["b", "refused"])
+            .get(),
+        1
+    );
+    wait_until(WAIT, "connection released", || async {
+        lb.active_connections() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_busy_ones_kept() {
+    let b = EchoBackend::start("b").await;
+    let lb = start(&lb_yaml(
+        &any_port(),
+        &[("b", b.addr)],
+        "timeouts: {idle: 1s}\n",
+    ));
+    let addr = lb.local_addrs()[0];
+    let (mut idle, _) = connect_tagged(addr).await;
+    let (mut busy, _) = connect_tagged(addr).await;
+    let started = tokio::time::Instant::now();
+    // Keep one busy past the idle timeout, with a byte every 300 ms.
+    while started.elapsed() < Duration::from_millis(1800) {
+        roundtrip(&mut busy, b"x").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(3)).await,
+        "idle closed"
+    );
+    roundtrip(&mut busy, b"still here").await;
+    assert_eq!(
+        lb.metrics()
+            .closed
+            .with_label_values(&["idle_timeout"])
+            .get(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_closes_extra_clients_at_once() {
+    let b = EchoBackend::start("b").await;
+    let lb = start(&lb_yaml(
+        &any_port(),
+        &[("b", b.addr)],
+        "maxConnections: 2\n",
+    ));
+    let addr = lb.local_addrs()[0];
+    let (mut c1, _) = connect_tagged(addr).await;
+    let (mut c2, _) = connect_tagged(addr).await;
+    let mut c3 = TcpStream::connect(addr).await.expect("connect");
+    assert!(
+        closed_within(&mut c3, Duration::from_secs(2)).await,
+        "third closed"
+    );
+    assert_eq!(
+        lb.metrics()
+            .rejected
+            .with_label_values(&["max_connections"])
+            .get(),
+        1
+    );
+    roundtrip(&mut c1, b"one").await;
+    roundtrip(&mut c2, b"two").await;
+    drop(c1);
+    wait_until(WAIT, "slot freed", || async {
+        lb.active_connections() == 1
+    })
+    .await;
+    let (mut c4, _) = connect_tagged(addr).await;
+    roundtrip(&mut c4, b"four").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_spreads_and_follows_load() {
+    let bs = [
+        EchoBackend::start("a").await,
+        EchoBackend::start("b").await,
+        EchoBackend::start("c").await,
+    ];
+    let lb = start(&lb_yaml(
+        &any_port(),
+        &[("a", bs[0].addr), ("b", bs[1].addr), ("c", bs[2].addr)],
+        "",
+    ));
+    let addr = lb.local_addrs()[0];
+    let mut held: Vec<(TcpStream, String)> = Vec::new();
+    for _ in 0..9 {
+        held.push(connect_tagged(addr).await);
+    }
+    let count = |held: &[(TcpStream, String)], n: &str| held.iter().filter(|h| h.1 == n).count();
+    for n in ["a", "b", "c"] {
+        assert_eq!(count(&held, n), 3, "{n}");
+    }
+    // Close the three on "a": the next three all go to "a", the least loaded.
+    held.retain(|h| h.1 != "a");
+    let a = lb
+        .backends()
+        .snapshot()
+        .iter()
+        .find(|b| b.name() == "a")
+        .cloned()
+        .expect("a");
+    wait_until(WAIT, "a's connections closed", || async { a.active() == 0 }).await;
+    for _ in 0..3 {
+        let (s, name) = connect_tagged(addr).await;
+        assert_eq!(name, "a");
+        held.push((s, name));
+    }
+    drop(held);
+    wait_until(WAIT, "all closed", || async {
+        lb.active_connections() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_follows_weights() {
+    let a = EchoBackend::start("a").await;
+    let b = EchoBackend::start("b").await;
+    let yaml = format!(
+        "listen: [\"127.0.0.1:0\"]\nbackends:\n  - {{name: a, address: \"{}\", weight: 3}}\n  - {{name: b, address: \"{}\"}}\nbalance: round-robin\n",
+        a.addr, b.addr
+    );
+    let lb = start(&yaml);
+    let mut seq = String::new();
+    for _ in 0..8 {
+        seq.push_str(&which_backend(lb.local_addrs()[0]).await);
+    }
+    assert_eq!(seq, "aabaaaba");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_changes_backends_and_listeners_without_dropping_connections() {
+    let a = EchoBackend::start("a").await;
+    let b = EchoBackend::start("b").await;
+    let first: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let lb = start(&lb_yaml(&[first], &[("a", a.addr)], ""));
+    let (mut old_conn, name) = connect_tagged(first).await;
+    assert_eq!(name, "a");
+
+    // Swap a for b and add a second listener; the first listener keeps its socket.
+    let second: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let yaml = lb_yaml(&[first, second], &[("b", b.addr)], "");
+    let report = lb
+        .reload(Config::from_yaml(&yaml, "new.yaml").expect("valid"))
+        .expect("reload");
+    assert_eq!(report.backends.added, ["b"]);
+    assert_eq!(report.backends.removed, ["a"]);
+    assert_eq!(report.listeners_added, [second]);
+    assert!(report.listeners_removed.is_empty());
+    assert_eq!(lb.local_addrs(), [first, second]);
+    assert_eq!(which_backend(first).await, "b");
+    assert_eq!(which_backend(second).await, "b");
+    // The connection to the removed backend still works.
+    roundtrip(&mut old_conn, b"still flowing").await;
+
+    // Drop the first listener: it stops accepting, its connection goes on.
+    let yaml = lb_yaml(&[second], &[("b", b.addr)], "");
+    let report = lb
+        .reload(Config::from_yaml(&yaml, "new.yaml").expect("valid"))
+        .expect("reload");
+    assert_eq!(report.listeners_removed, [first]);
+    wait_until(WAIT, "first listener closed", || async {
+        TcpStream::connect(first).await.is_err()
+    })
+    .await;
+    roundtrip(&mut old_conn, b"and still").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_an_unbindable_listener_changes_nothing() {
+    let a = EchoBackend::start("a").await;
+    let b = EchoBackend::start("b").await;
+    let first: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let lb = start(&lb_yaml(&[first], &[("a", a.addr)], ""));
+    // A port someone else holds.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr");
+    let yaml = lb_yaml(&[first, taken_addr], &[("b", b.addr)], "");
+    let err = lb
+        .reload(Config::from_yaml(&yaml, "new.yaml").expect("valid"))
+        .expect_err("bind must fail");
+    assert!(err.to_string().contains(&taken_addr.to_string()), "{err}");
+    assert_eq!(which_backend(first).await, "a", "old backends still in use");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_then_cuts_at_the_deadline() {
+    let b = EchoBackend::start("b").await;
+    let lb = start(&lb_yaml(&any_port(), &[("b", b.addr)], ""));
+    let addr = lb.local_addrs()[0];
+    let (mut finishing, _) = connect_tagged(addr).await;
+    let (mut lingering, _) = connect_tagged(addr).await;
+    let drain = async { lb.shutdown(Duration::from_millis(1500)).await };
+    let client = async {
+        // Listener closes at once.
+        wait_until(WAIT, "listener closed", || async {
+            TcpStream::connect(addr).await.is_err()
+        })
+        .await;
+        // Established connections still work during the drain.
+        roundtrip(&mut finishing, b"last words").await;
+        roundtrip(&mut lingering, b"me too").await;
+        drop(finishing);
+        // The lingering one is cut at the deadline.
+        assert!(closed_within(&mut lingering, WAIT).await);
+    };
+    let (report, ()) = tokio::join!(drain, client);
+    assert_eq!(report.open_at_start, 2);
+    assert_eq!(report.cut, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_named_backends_are_resolved_at_connect_time() {
+    let b = EchoBackend::start("named").await;
+    let yaml = format!(
+        "listen: [\"127.0.0.1:0\"]\nbackends:\n  - {{name: named, address: \"localhost:{}\"}}\n",
+        b.addr.port()
+    );
+    let lb = start(&yaml);
+    // localhost may resolve to ::1 first, where nothing listens: the next address is tried.
+    let (mut s, name) = connect_tagged(lb.local_addrs()[0]).await;
+    assert_eq!(name, "named");
+    roundtrip(&mut s, b"resolved").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_and_backend() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("skipped: no ::1 on this host");
+        return;
+    };
+    drop(probe);
+    let b = EchoBackend::start_on("v6", "[::1]:0".parse().expect("addr")).await;
+    let lb = start(&lb_yaml(
+        &["[::1]:0".parse().expect("addr")],
+        &[("v6", b.addr)],
+        "",
+    ));
+    let addr = lb.local_addrs()[0];
+    assert!(addr.is_ipv6());
+    let (mut s, name) = connect_tagged(addr).await;
+    assert_eq!(name, "v6");
+    roundtrip(&mut s, b"six").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reweighting_takes_effect_live() {
+    let a = EchoBackend::start("a").await;
+    let b = EchoBackend::start("b").await;
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let yaml = |wa: u32| {
+        format!(
+            "listen: [\"{listen}\"]\nbackends:\n  - {{name: a, address: \"{}\", weight: {wa}}}\n  - {{name: b, address: \"{}\"}}\nbalance: round-robin\n",
+            a.addr, b.addr
+        )
+    };
+    let lb = start(&yaml(1));
+    let report = lb
+        .reload(Config::from_yaml(&yaml(4), "w.yaml").expect("valid"))
+        .expect("reload");
+    assert_eq!(report.backends.reweighted, ["a"]);
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..10 {
+        *counts.entry(which_backend(listen).await).or_insert(0) += 1;
+    }
+    assert_eq!(counts["a"], 8);
+    assert_eq!(counts["b"], 2);
+}
