@@ -74,8 +74,17 @@ fn parent(pid: Pid) -> io::Result<Pid> {
         .ok_or_else(|| bad("ppid"))
 }
 
-/// (busy, total) clock ticks of the whole machine, summed over all CPUs (/proc/stat).
-pub(crate) fn machine_ticks() -> io::Result<(u64, u64)> {
+/// Clock ticks of the whole machine, summed over all CPUs (/proc/stat).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct MachineTicks {
+    /// Everything but idle and iowait.
+    pub(crate) busy: u64,
+    /// Softirq time: with IRQ time accounting it is charged to no process, and on loopback
+    /// most of it is the network stack moving our packets.
+    pub(crate) softirq: u64,
+}
+
+pub(crate) fn machine_ticks() -> io::Result<MachineTicks> {
     let stat = fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().ok_or_else(|| bad("/proc/stat"))?;
     let v: Vec<u64> = line
@@ -84,9 +93,12 @@ pub(crate) fn machine_ticks() -> io::Result<(u64, u64)> {
         .filter_map(|s| s.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let col = |i: usize| v.get(i).copied().unwrap_or(0);
     let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    Ok((total.saturating_sub(idle), total))
+    Ok(MachineTicks {
+        busy: total.saturating_sub(col(3) + col(4)),
+        softirq: col(6),
+    })
 }
 
 /// Clock ticks per second (USER_HZ), from `getconf CLK_TCK`; 100 if that fails (the
@@ -135,7 +147,7 @@ pub(crate) struct Usage {
     proxy: u64,
     generator: u64,
     backends: u64,
-    busy: u64,
+    machine: MachineTicks,
 }
 
 /// Seconds of wall time and of CPU time spent by each party during a window.
@@ -146,7 +158,9 @@ pub(crate) struct Window {
     pub(crate) proxy: f64,
     pub(crate) generator: f64,
     pub(crate) backends: f64,
-    /// Busy CPU seconds of the machine not explained by the three above (other tenants).
+    /// Softirq seconds of the machine (network stack work charged to no process).
+    pub(crate) softirq: f64,
+    /// Busy CPU seconds of the machine not explained by the four above (other tenants).
     pub(crate) other: f64,
 }
 
@@ -173,7 +187,7 @@ impl Meter {
             proxy: sum(&self.proxy),
             generator: cpu_ticks(self.generator).unwrap_or(0),
             backends: cpu_ticks(self.backends).unwrap_or(0),
-            busy: machine_ticks().map(|(b, _)| b).unwrap_or(0),
+            machine: machine_ticks().unwrap_or_default(),
         }
     }
 
@@ -193,13 +207,15 @@ impl Usage {
         let proxy = d(self.proxy, end.proxy);
         let generator = d(self.generator, end.generator);
         let backends = d(self.backends, end.backends);
-        let busy = d(self.busy, end.busy);
+        let busy = d(self.machine.busy, end.machine.busy);
+        let softirq = d(self.machine.softirq, end.machine.softirq);
         Window {
             wall: end.at.duration_since(self.at).as_secs_f64(),
             proxy,
             generator,
             backends,
-            other: (busy - proxy - generator - backends).max(0.0),
+            softirq,
+            other: (busy - proxy - generator - backends - softirq).max(0.0),
         }
     }
 }

@@ -173,10 +173,11 @@ impl Sample {
         if let Some(w) = &self.window {
             let _ = write!(
                 s,
-                " | cores: proxy {:.2} gen {:.2} backends {:.2} other {:.2}",
+                " | cores: proxy {:.2} gen {:.2} backends {:.2} softirq {:.2} other {:.2}",
                 w.proxy / w.wall,
                 w.generator / w.wall,
                 w.backends / w.wall,
+                w.softirq / w.wall,
                 w.other / w.wall
             );
         }
@@ -331,14 +332,16 @@ pub(crate) fn render(
     );
     let _ = writeln!(
         out,
-        "`other` is machine-wide busy time not spent by the proxy, the generator or the \
-         backends (other tenants of the machine, kernel threads such as ksoftirqd).\n"
+        "`softirq` is machine-wide softirq time, charged to no process (mostly the loopback \
+         network stack carrying this benchmark's packets). `other` is the rest of the \
+         machine's busy time: other users of the machine and kernel threads. A large \
+         `other` means the proxies competed for the cores with someone else.\n"
     );
     let _ = writeln!(
         out,
-        "| workload | proxy | proxy cores | generator cores | backend cores | other cores |"
+        "| workload | proxy | proxy | generator | backends | softirq | other |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
     let mut windows: BTreeMap<(Workload, ProxyKind), Vec<Window>> = BTreeMap::new();
     for s in samples {
         if let Some(w) = s.window {
@@ -352,10 +355,11 @@ pub(crate) fn render(
         };
         let _ = writeln!(
             out,
-            "| {w} | {p} | {} | {} | {} | {} |",
+            "| {w} | {p} | {} | {} | {} | {} | {} |",
             col(|x| x.proxy),
             col(|x| x.generator),
             col(|x| x.backends),
+            col(|x| x.softirq),
             col(|x| x.other)
         );
     }
