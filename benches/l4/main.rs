@@ -242,7 +242,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     bail!("the backends process exited ({status})");
                 }
                 let port = ports.pick()?;
-                let running = match proxy::start(p, &bins, &backend_addrs, port).await {
+                let mut running = match proxy::start(p, &bins, &backend_addrs, port).await {
                     Ok(r) => r,
                     Err(e) => {
                         eprintln!("{p}: cannot start: {e:#}\n{p}: left out of the rest of the run");
@@ -252,10 +252,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     }
                 };
                 let meter = Meter::new(running.pids(), backends.pid());
-                let sample = match load::run(w, params, running.targets.clone(), &meter).await {
+                let mut sample = match load::run(w, params, running.targets.clone(), &meter).await {
                     Ok(o) => Sample::from_outcome(w, p, round, o, meter.has_proxy()),
                     Err(e) => Sample::failed(w, p, round, format!("{e:#}")),
                 };
+                if let Some(status) = running.exited() {
+                    // A crash mid-sample: keep what was measured, but say so loudly.
+                    sample.errors += 1;
+                    sample.note = Some(format!(
+                        "{p} exited ({status}) during the sample; its output: {}",
+                        running.output_tail()
+                    ));
+                }
                 drop(running);
                 eprintln!("{}", sample.summary());
                 samples.push(sample);

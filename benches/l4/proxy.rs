@@ -181,6 +181,18 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// `Some(status)` if the proxy process has exited (it should not, until dropped).
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.guard.as_mut().and_then(ChildGuard::exited)
+    }
+
+    /// The proxy's recent output, for error reports.
+    pub(crate) fn output_tail(&self) -> String {
+        self.guard
+            .as_ref()
+            .map_or_else(String::new, ChildGuard::output_tail)
+    }
+
     /// The proxy's processes: the main one and its descendants (nginx workers).
     pub(crate) fn pids(&self) -> Vec<Pid> {
         match &self.guard {
