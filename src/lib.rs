@@ -5,9 +5,11 @@
 //! - [`backend`]: the live backend set and the pure selection algorithms.
 //! - [`config`]: the LB config file, parsed and checked into [`config::Config`].
 
+pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod health;
 pub mod metrics;
 pub mod proxy;

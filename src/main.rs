@@ -1,13 +1,17 @@
 //! The `apilb` binary: parse the command line, set up tracing and the runtime, call the
 //! library, and map errors to exit codes (64 for bad configuration or input, 1 otherwise).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 
-use apilb::cli::{Cli, Command, LogFormat};
+use apilb::admin::{self, AdminState};
+use apilb::cli::{BackendAction, Cli, Command, LogFormat};
 use apilb::config::Config;
 use apilb::control;
 use apilb::metrics::Metrics;
@@ -34,6 +38,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Status {
+            metrics_address,
+            json,
+        } => client(status(metrics_address, json)),
+        Command::Backend {
+            action,
+            metrics_address,
+        } => client(backend(metrics_address, action)),
     }
 }
 
@@ -74,9 +86,35 @@ fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         let metrics = Metrics::new(&registry).context("registering metrics")?;
         let controls = control::signals().context("installing signal handlers")?;
         let drain = config.timeouts.drain;
-        let proxy = Proxy::start(config, metrics)?;
+        let metrics_listen = config.metrics.as_ref().map(|m| m.listen);
+        let proxy = match Proxy::start(config, metrics) {
+            Ok(p) => Arc::new(p),
+            Err(e @ apilb::proxy::Error::HealthTls(_)) => {
+                eprintln!("{}: {e}", path.display());
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let stop_admin = CancellationToken::new();
+        let admin_task = match metrics_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+                let state = Arc::new(AdminState {
+                    proxy: Arc::clone(&proxy),
+                    registry,
+                });
+                Some(tokio::spawn(admin::serve(listener, state, stop_admin.clone())))
+            }
+            None => None,
+        };
         tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "apilb serving");
         control::supervise(&proxy, &path, drain, controls).await;
+        stop_admin.cancel();
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -86,6 +124,12 @@ fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
 fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(path) {
         Ok(c) => {
+            if let Err(errors) = apilb::health::task::load_tls(&c) {
+                for e in errors {
+                    eprintln!("{}: {e}", path.display());
+                }
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
             println!(
                 "{}: ok ({} listener(s), {} backend(s), balance {:?})",
                 path.display(),
@@ -99,6 +143,76 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             eprintln!("{e}");
             Ok(ExitCode::from(EXIT_CONFIG))
         }
+    }
+}
+
+/// Run a client command on a small runtime.
+fn client(
+    fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(fut)
+}
+
+/// `apilb status`.
+#[allow(clippy::print_stdout)]
+async fn status(address: SocketAddr, json: bool) -> anyhow::Result<ExitCode> {
+    let s = admin::fetch_status(address).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", admin::status_table(&s));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `apilb backend drain|maint|enable NAME`.
+#[allow(clippy::print_stdout)]
+async fn backend(address: SocketAddr, action: BackendAction) -> anyhow::Result<ExitCode> {
+    let (name, verb, wait) = match &action {
+        BackendAction::Drain {
+            name,
+            wait,
+            deadline,
+        } => (name, "drain", wait.then_some(*deadline)),
+        BackendAction::Maint { name } => (name, "maint", None),
+        BackendAction::Enable { name } => (name, "enable", None),
+    };
+    let b = admin::set_backend(address, name, verb).await?;
+    println!(
+        "{}: {} ({} active connections)",
+        b.name, b.state, b.active_connections
+    );
+    let Some(deadline) = wait else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let until = tokio::time::Instant::now() + deadline;
+    let mut last = b.active_connections;
+    loop {
+        if last == 0 {
+            println!("{name}: drained");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if tokio::time::Instant::now() >= until {
+            println!(
+                "{name}: {last} connections still open after {}",
+                humantime::format_duration(deadline)
+            );
+            return Ok(ExitCode::from(EXIT_FAILURE));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let s = admin::fetch_status(address).await?;
+        let Some(now) = s.backends.iter().find(|b| &b.name == name) else {
+            println!("{name}: removed from the config");
+            return Ok(ExitCode::SUCCESS);
+        };
+        if now.active_connections != last {
+            println!("{name}: {} active connections", now.active_connections);
+        }
+        last = now.active_connections;
     }
 }
 

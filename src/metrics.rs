@@ -1,7 +1,13 @@
 //! Prometheus metrics: typed handles on a registry the caller owns (no global registry), so
 //! tests build their own and nothing clashes. The HTTP endpoint comes with the status API.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::time::Duration;
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::health::state::{State, Transition};
 
 /// Every metric the data plane updates.
 #[derive(Debug, Clone)]
@@ -17,7 +23,8 @@ pub struct Metrics {
     /// (`no_backend`: every backend failed; `local_resources`: no socket could be made).
     pub failed: IntCounterVec,
     /// `apilb_connections_closed_total{reason}`: how proxied connections ended
-    /// (`eof`, `idle_timeout`, `drain_cut`, `client_error`, `backend_error`).
+    /// (`eof`, `idle_timeout`, `drain_cut`, `backend_down`, `client_error`,
+    /// `backend_error`).
     pub closed: IntCounterVec,
     /// `apilb_backend_connections_total{backend}`: connections established to each backend.
     pub backend_connections: IntCounterVec,
@@ -31,6 +38,28 @@ pub struct Metrics {
     pub accept_errors: IntCounterVec,
     /// `apilb_config_reloads_total{result}`: reloads (`ok`, `failed`).
     pub reloads: IntCounterVec,
+    /// `apilb_backend_state{backend,state}`: 1 for the state each backend is in, else 0.
+    pub backend_state: IntGaugeVec,
+    /// `apilb_backend_transitions_total{backend,from,to}`: state changes.
+    pub transitions: IntCounterVec,
+    /// `apilb_health_checks_total{backend,outcome}`: active checks by outcome (`pass`,
+    /// `fail`, `draining`, `refused`).
+    pub checks: IntCounterVec,
+    /// `apilb_health_check_duration_seconds{backend}`: how long checks took.
+    pub check_duration: HistogramVec,
+    /// `apilb_backend_active_connections{backend}`: connections open to each backend,
+    /// refreshed at scrape time.
+    pub backend_active: IntGaugeVec,
+    /// `apilb_backend_connect_duration_seconds{backend}`: time to establish the backend leg.
+    pub connect_duration: HistogramVec,
+    /// `apilb_connection_duration_seconds`: lifetime of proxied connections.
+    pub connection_duration: prometheus::Histogram,
+    /// `apilb_certificate_expiry_timestamp_seconds{path}`: notAfter of each certificate the
+    /// config references or watches, refreshed at scrape time.
+    pub certificate_expiry: prometheus::GaugeVec,
+    /// `apilb_certificate_read_errors_total{path}`: watched certificates that could not be
+    /// read or parsed at scrape time.
+    pub certificate_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -56,7 +85,69 @@ impl Metrics {
             "Client connections open now.",
         ))?;
         registry.register(Box::new(active.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("apilb_build_info", "apilb version; always 1."),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Process metrics (CPU, memory, descriptors) come from /proc on Linux.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let connection_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "apilb_connection_duration_seconds",
+                "Lifetime of proxied connections.",
+            )
+            .buckets(vec![
+                0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
+            ]),
+        )?;
+        registry.register(Box::new(connection_duration.clone()))?;
+        let certificate_expiry = prometheus::GaugeVec::new(
+            Opts::new(
+                "apilb_certificate_expiry_timestamp_seconds",
+                "notAfter of each certificate the config references or watches, as a Unix time.",
+            ),
+            &["path"],
+        )?;
+        registry.register(Box::new(certificate_expiry.clone()))?;
         Ok(Self {
+            backend_active: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "apilb_backend_active_connections",
+                        "Connections open to each backend.",
+                    ),
+                    &["backend"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            connect_duration: histogram(
+                "apilb_backend_connect_duration_seconds",
+                "Time to establish the backend leg of a connection.",
+                &["backend"],
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0,
+                ],
+            )?,
+            connection_duration,
+            certificate_expiry,
+            certificate_errors: counter_vec(
+                registry,
+                "apilb_certificate_read_errors_total",
+                "Watched certificates that could not be read or parsed at scrape time.",
+                &["path"],
+            )?,
             accepted: counter(
                 registry,
                 "apilb_connections_accepted_total",
@@ -111,7 +202,69 @@ impl Metrics {
                 "Config reloads, by result.",
                 &["result"],
             )?,
+            backend_state: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "apilb_backend_state",
+                        "1 for the state each backend is in (up, drain, down, maint), else 0.",
+                    ),
+                    &["backend", "state"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            transitions: counter_vec(
+                registry,
+                "apilb_backend_transitions_total",
+                "Backend state changes.",
+                &["backend", "from", "to"],
+            )?,
+            checks: counter_vec(
+                registry,
+                "apilb_health_checks_total",
+                "Active health checks, by outcome.",
+                &["backend", "outcome"],
+            )?,
+            check_duration: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "apilb_health_check_duration_seconds",
+                        "How long active health checks took.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
+                    &["backend"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
         })
+    }
+
+    /// Record a backend's state (all four state series, so exactly one is 1).
+    pub fn set_state(&self, backend: &str, state: State) {
+        for s in State::ALL {
+            self.backend_state
+                .with_label_values(&[backend, s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Record a transition.
+    pub fn transition(&self, backend: &str, t: &Transition) {
+        self.transitions
+            .with_label_values(&[backend, t.from.as_str(), t.to.as_str()])
+            .inc();
+        self.set_state(backend, t.to);
+    }
+
+    /// Record one active check.
+    pub fn check(&self, backend: &str, outcome: &str, took: Duration) {
+        self.checks.with_label_values(&[backend, outcome]).inc();
+        self.check_duration
+            .with_label_values(&[backend])
+            .observe(took.as_secs_f64());
     }
 
     /// Metrics on a private registry (for tests and tools that do not export them).

@@ -7,13 +7,20 @@
 
 pub mod select;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{BackendAddress, BackendConfig};
+use crate::config::{BackendAddress, BackendConfig, HealthConfig, OnDown};
+use crate::health::state::{Admin, Health, Outcome, State, Thresholds, Transition};
+use crate::metrics::Metrics;
 use select::Candidate;
+
+/// Selection weights are scaled by this, so slow start can hand out fractions of a weight.
+const WEIGHT_SCALE: f64 = 1000.0;
 
 /// One backend and its live counters.
 #[derive(Debug)]
@@ -24,6 +31,10 @@ pub struct Backend {
     active: AtomicUsize,
     total: AtomicU64,
     consecutive_failures: AtomicU32,
+    health_config: ArcSwap<HealthConfig>,
+    health: Mutex<Health>,
+    /// Cancelled to close every established connection (`onDown: close`); replaced after.
+    kill: Mutex<CancellationToken>,
 }
 
 impl Backend {
@@ -35,7 +46,83 @@ impl Backend {
             active: AtomicUsize::new(0),
             total: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
+            health_config: ArcSwap::from_pointee(cfg.health.clone()),
+            health: Mutex::new(Health::new()),
+            kill: Mutex::new(CancellationToken::new()),
         }
+    }
+
+    /// Its health settings.
+    pub fn health_config(&self) -> Arc<HealthConfig> {
+        self.health_config.load_full()
+    }
+
+    /// A copy of its health now.
+    pub fn health(&self) -> Health {
+        lock(&self.health).clone()
+    }
+
+    /// What clients see of it now.
+    pub fn state(&self) -> State {
+        lock(&self.health).state()
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        let c = self.health_config.load();
+        Thresholds {
+            rise: c.rise,
+            fall: c.fall,
+            passive_fall: c.passive_fall,
+            slow_start: c.slow_start,
+        }
+    }
+
+    /// Feed an active check result; applies and reports any transition.
+    pub fn on_check(&self, outcome: Outcome, metrics: &Metrics) -> Option<Transition> {
+        let t = lock(&self.health).on_check(outcome, Instant::now(), &self.thresholds());
+        self.after(t, metrics)
+    }
+
+    /// Set or clear an operator's override.
+    pub fn set_admin(&self, admin: Option<Admin>, metrics: &Metrics) -> Option<Transition> {
+        let t = lock(&self.health).set_admin(admin);
+        self.after(t, metrics)
+    }
+
+    /// A token cancelled when this backend's connections must close.
+    pub fn kill_token(&self) -> CancellationToken {
+        lock(&self.kill).clone()
+    }
+
+    /// Close every established connection now.
+    pub fn close_connections(&self) {
+        let old = std::mem::take(&mut *lock(&self.kill));
+        old.cancel();
+    }
+
+    fn after(&self, t: Option<Transition>, metrics: &Metrics) -> Option<Transition> {
+        let t = t?;
+        metrics.transition(&self.name, &t);
+        let line = format!(
+            "backend {}: {} -> {} ({})",
+            self.name, t.from, t.to, t.reason
+        );
+        match t.to {
+            State::Up => {
+                tracing::info!(backend = %self.name, from = %t.from, to = %t.to, reason = %t.reason, "{line}")
+            }
+            _ => {
+                tracing::warn!(backend = %self.name, from = %t.from, to = %t.to, reason = %t.reason, "{line}")
+            }
+        }
+        if t.to == State::Down && self.health_config.load().on_down == OnDown::Close {
+            let n = self.active();
+            if n > 0 {
+                tracing::warn!(backend = %self.name, connections = n, "onDown close: closing its connections");
+            }
+            self.close_connections();
+        }
+        Some(t)
     }
 
     /// The configured name.
@@ -68,26 +155,44 @@ impl Backend {
         self.consecutive_failures.load(Ordering::Relaxed)
     }
 
-    /// Record a failed connect attempt; returns the new run length.
-    pub fn connect_failed(&self) -> u32 {
-        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    /// Record a failed client connect attempt (passive detection); returns the new run
+    /// length.
+    pub fn connect_failed(&self, why: &str, metrics: &Metrics) -> u32 {
+        let run = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let t = lock(&self.health).on_connect_failure(why, &self.thresholds());
+        self.after(t, metrics);
+        run
     }
 
     /// Record a successful connect and count the connection as active until the returned
     /// guard drops.
     pub fn connected(self: &Arc<Self>) -> ActiveGuard {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+        if self.consecutive_failures.swap(0, Ordering::Relaxed) > 0 {
+            lock(&self.health).on_connect_success();
+        }
         self.active.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(Arc::clone(self))
     }
 
-    fn candidate(&self) -> Candidate {
+    fn candidate(&self, now: Instant) -> Candidate {
+        let (state, factor) = {
+            let h = lock(&self.health);
+            let slow = self.health_config.load().slow_start;
+            (h.state(), h.slow_start_factor(now, slow))
+        };
+        let scaled = f64::from(self.weight()) * WEIGHT_SCALE * factor;
         Candidate {
-            weight: self.weight(),
+            weight: (scaled as u32).max(1),
             active: self.active(),
+            state,
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic mid-update of plain data; the data is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Counts one established connection on its backend while alive.
@@ -147,7 +252,13 @@ impl BackendSet {
 
     /// Selection views of `list`, in the same order.
     pub fn candidates(list: &[Arc<Backend>]) -> Vec<Candidate> {
-        list.iter().map(|b| b.candidate()).collect()
+        let now = Instant::now();
+        list.iter().map(|b| b.candidate(now)).collect()
+    }
+
+    /// The backend named `name`, if any.
+    pub fn find(&self, name: &str) -> Option<Arc<Backend>> {
+        self.snapshot().iter().find(|b| b.name == name).cloned()
     }
 
     /// Replace the set with `cfgs`. A backend with the same name and address is kept (with
@@ -166,6 +277,7 @@ impl BackendSet {
                         if b.weight.swap(cfg.weight, Ordering::Relaxed) != cfg.weight {
                             changes.reweighted.push(cfg.name.clone());
                         }
+                        b.health_config.store(Arc::new(cfg.health.clone()));
                         Arc::clone(b)
                     }
                     None => {
@@ -194,6 +306,7 @@ mod tests {
             name: name.into(),
             address: BackendAddress::Ip(([127, 0, 0, 1], port).into()),
             weight,
+            health: HealthConfig::default(),
         }
     }
 
@@ -224,8 +337,10 @@ mod tests {
     fn failures_reset_on_connect() {
         let set = BackendSet::new(&[cfg("a", 1, 1)]);
         let a = Arc::clone(&set.snapshot()[0]);
-        assert_eq!(a.connect_failed(), 1);
-        assert_eq!(a.connect_failed(), 2);
+        let m = Metrics::unregistered();
+        assert_eq!(a.connect_failed("refused", &m), 1);
+        assert_eq!(a.state(), State::Down, "passiveFall 1 marks down at once");
+        assert_eq!(a.connect_failed("refused", &m), 2);
         let _g = a.connected();
         assert_eq!(a.consecutive_failures(), 0);
     }

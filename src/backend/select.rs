@@ -9,14 +9,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rand::Rng;
 
 use crate::config::Balance;
+use crate::health::state::State;
 
 /// What selection needs to know of one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
-    /// Configured weight, at least 1.
+    /// Effective weight (configured weight, scaled, reduced during slow start), at least 1.
     pub weight: u32,
     /// Connections it has now.
     pub active: usize,
+    /// Its health state.
+    pub state: State,
 }
 
 /// The selection state of one balancing algorithm.
@@ -176,7 +179,11 @@ mod tests {
     use super::*;
 
     fn c(weight: u32, active: usize) -> Candidate {
-        Candidate { weight, active }
+        Candidate {
+            weight,
+            active,
+            state: State::Up,
+        }
     }
 
     #[test]

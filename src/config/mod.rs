@@ -5,6 +5,7 @@
 //! problem is collected and reported at once, each with its line, column and key path.
 //! Nothing here touches sockets or the environment.
 
+mod health;
 mod locate;
 mod raw;
 
@@ -15,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use health::*;
 use locate::Locations;
 pub use locate::Position;
-use raw::{FileConfig, Scalar};
+use raw::{FileConfig, RawHealth, Scalar};
 
 /// Default balancing algorithm: long-lived watches make least-connections the sane choice.
 pub const DEFAULT_BALANCE: Balance = Balance::LeastConnections;
@@ -67,6 +69,47 @@ pub struct Config {
     pub listener: ListenerOptions,
     /// `tcp`: options set on both legs of every connection.
     pub tcp: TcpOptions,
+    /// The global `health` section (each backend's own, with overrides, is in
+    /// [`BackendConfig::health`]).
+    pub health: HealthConfig,
+    /// `metrics`: the HTTP endpoint; `None` when the section is absent.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `metrics`: where `/metrics` and `/status` are served, and who may change backend
+/// states through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `listen`: the HTTP address, e.g. `127.0.0.1:9441`.
+    pub listen: SocketAddr,
+    /// `admin` (default [`DEFAULT_ADMIN_ACCESS`]).
+    pub admin: AdminAccess,
+    /// `watchCertificates`: extra certificate files whose expiry is exported.
+    pub watch_certificates: Vec<PathBuf>,
+}
+
+/// Default `metrics.listen` that `apilb status` and `apilb backend` talk to.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9441";
+/// Default `metrics.admin`.
+pub const DEFAULT_ADMIN_ACCESS: AdminAccess = AdminAccess::Loopback;
+
+/// Who may change backend states through the HTTP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAccess {
+    /// Clients on loopback addresses only.
+    Loopback,
+    /// Anyone who can reach the endpoint.
+    Any,
+    /// Nobody: the endpoint is read-only.
+    Off,
+}
+
+impl AdminAccess {
+    const NAMES: &[(&str, AdminAccess)] = &[
+        ("loopback", AdminAccess::Loopback),
+        ("any", AdminAccess::Any),
+        ("off", AdminAccess::Off),
+    ];
 }
 
 /// One backend.
@@ -78,6 +121,8 @@ pub struct BackendConfig {
     pub address: BackendAddress,
     /// Relative share of new connections, 1 to [`MAX_WEIGHT`] (default [`DEFAULT_WEIGHT`]).
     pub weight: u32,
+    /// Health checking: the global `health` section with this backend's overrides.
+    pub health: HealthConfig,
 }
 
 /// A backend address: an IP socket address, or a DNS name and port.
@@ -327,7 +372,8 @@ impl Checker {
 
     fn config(&mut self, raw: FileConfig) -> Option<Config> {
         let listen = self.listen(&raw.listen);
-        let backends = self.backends(&raw.backends);
+        let (backends, health) = self.backends(&raw.backends, raw.health.as_ref());
+        let metrics = raw.metrics.as_ref().and_then(|m| self.metrics(m));
         let balance = self.choice(raw.balance.as_ref(), "balance", Balance::NAMES);
         let max_connections = self.number(
             raw.max_connections.as_ref(),
@@ -397,6 +443,8 @@ impl Checker {
             timeouts,
             listener,
             tcp,
+            health,
+            metrics,
         })
     }
 
@@ -427,10 +475,20 @@ impl Checker {
         (out.len() == raw.len()).then_some(out)
     }
 
-    fn backends(&mut self, raw: &[raw::RawBackend]) -> Option<Vec<BackendConfig>> {
+    fn backends(
+        &mut self,
+        raw: &[raw::RawBackend],
+        global: Option<&RawHealth>,
+    ) -> (Option<Vec<BackendConfig>>, HealthConfig) {
+        let empty = RawHealth::default();
+        let global = global.unwrap_or(&empty);
+        // The global section is checked once, so its problems are reported once.
+        let before = self.problems.len();
+        let global_health = self.health(global, &|k| format!("health.{k}"));
+        let global_ok = self.problems.len() == before;
         if raw.is_empty() {
             self.problem("backends", "needs at least one backend");
-            return None;
+            return (None, global_health);
         }
         let mut out = Vec::with_capacity(raw.len());
         let mut names = HashSet::new();
@@ -485,15 +543,64 @@ impl Checker {
                     u64::from(MAX_WEIGHT),
                 )
                 .map_or(DEFAULT_WEIGHT, |n| n as u32);
+            let health = match &b.health {
+                // Problems in the merged section are blamed on the backend's own keys
+                // when it set them, else on the global key.
+                Some(over) if global_ok => {
+                    let merged = global.merged(over);
+                    self.health(&merged, &|k| {
+                        if health_key_set(over, k) {
+                            format!("backends[{i}].health.{k}")
+                        } else {
+                            format!("health.{k}")
+                        }
+                    })
+                }
+                Some(over) => self.health(over, &|k| format!("backends[{i}].health.{k}")),
+                None => global_health.clone(),
+            };
             if let (true, Some(address)) = (name_ok, address) {
                 out.push(BackendConfig {
                     name: name.to_owned(),
                     address,
                     weight,
+                    health,
                 });
             }
         }
-        (out.len() == raw.len()).then_some(out)
+        ((out.len() == raw.len()).then_some(out), global_health)
+    }
+
+    fn metrics(&mut self, raw: &raw::RawMetrics) -> Option<MetricsConfig> {
+        let listen = match parse_socket_addr(&raw.listen.0) {
+            Ok(a) => Some(a),
+            Err(why) => {
+                self.problem(
+                    "metrics.listen",
+                    format!("\"{}\" is not a valid address: {why}", raw.listen.0),
+                );
+                None
+            }
+        };
+        let admin = self
+            .choice(raw.admin.as_ref(), "metrics.admin", AdminAccess::NAMES)
+            .unwrap_or(DEFAULT_ADMIN_ACCESS);
+        let mut watch = Vec::new();
+        for (i, p) in raw.watch_certificates.iter().enumerate() {
+            if p.0.trim().is_empty() {
+                self.problem(
+                    &format!("metrics.watchCertificates[{i}]"),
+                    "must not be empty",
+                );
+            } else {
+                watch.push(PathBuf::from(p.0.trim()));
+            }
+        }
+        Some(MetricsConfig {
+            listen: listen?,
+            admin,
+            watch_certificates: watch,
+        })
     }
 
     fn choice<T: Copy>(
@@ -566,6 +673,30 @@ impl Checker {
                 None
             }
         }
+    }
+}
+
+/// Whether a backend's `health` override sets key `k` (as named in problems).
+fn health_key_set(over: &RawHealth, k: &str) -> bool {
+    let tls = over.tls.as_ref();
+    match k {
+        "kind" => over.kind.is_some(),
+        "path" => over.path.is_some(),
+        "livePath" => over.live_path.is_some(),
+        "interval" => over.interval.is_some(),
+        "fastInterval" => over.fast_interval.is_some(),
+        "timeout" => over.timeout.is_some(),
+        "rise" => over.rise.is_some(),
+        "fall" => over.fall.is_some(),
+        "passiveFall" => over.passive_fall.is_some(),
+        "slowStart" => over.slow_start.is_some(),
+        "onDown" => over.on_down.is_some(),
+        "tls" => tls.is_some(),
+        "tls.ca" => tls.is_some_and(|t| t.ca.is_some()),
+        "tls.cert" => tls.is_some_and(|t| t.cert.is_some()),
+        "tls.key" => tls.is_some_and(|t| t.key.is_some()),
+        "tls.serverName" => tls.is_some_and(|t| t.server_name.is_some()),
+        _ => false,
     }
 }
 

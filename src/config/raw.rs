@@ -24,6 +24,18 @@ pub(crate) struct FileConfig {
     pub(crate) listener: RawListener,
     #[serde(default)]
     pub(crate) tcp: RawTcp,
+    pub(crate) health: Option<RawHealth>,
+    pub(crate) metrics: Option<RawMetrics>,
+}
+
+/// `metrics:`: the HTTP endpoint for metrics, status and backend state changes.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub(crate) listen: Scalar,
+    pub(crate) admin: Option<Scalar>,
+    #[serde(default)]
+    pub(crate) watch_certificates: Vec<Scalar>,
 }
 
 /// One `backends[]` entry.
@@ -33,6 +45,72 @@ pub(crate) struct RawBackend {
     pub(crate) name: Scalar,
     pub(crate) address: Scalar,
     pub(crate) weight: Option<Scalar>,
+    /// Overrides of the global `health` keys for this backend.
+    pub(crate) health: Option<RawHealth>,
+}
+
+/// `health:` (global) and `backends[].health:` (overrides).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub(crate) kind: Option<Scalar>,
+    pub(crate) path: Option<Scalar>,
+    pub(crate) live_path: Option<Scalar>,
+    pub(crate) interval: Option<Scalar>,
+    pub(crate) fast_interval: Option<Scalar>,
+    pub(crate) timeout: Option<Scalar>,
+    pub(crate) rise: Option<Scalar>,
+    pub(crate) fall: Option<Scalar>,
+    pub(crate) passive_fall: Option<Scalar>,
+    pub(crate) slow_start: Option<Scalar>,
+    pub(crate) on_down: Option<Scalar>,
+    pub(crate) tls: Option<RawHealthTls>,
+}
+
+/// `health.tls:`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawHealthTls {
+    pub(crate) ca: Option<Scalar>,
+    pub(crate) cert: Option<Scalar>,
+    pub(crate) key: Option<Scalar>,
+    pub(crate) server_name: Option<Scalar>,
+}
+
+impl RawHealth {
+    /// `self` with every key that `over` sets replaced by `over`'s value.
+    pub(crate) fn merged(&self, over: &RawHealth) -> RawHealth {
+        fn pick(a: &Option<Scalar>, b: &Option<Scalar>) -> Option<Scalar> {
+            b.clone().or_else(|| a.clone())
+        }
+        let tls = match (&self.tls, &over.tls) {
+            (None, None) => None,
+            (a, b) => {
+                let a = a.clone().unwrap_or_default();
+                let b = b.clone().unwrap_or_default();
+                Some(RawHealthTls {
+                    ca: pick(&a.ca, &b.ca),
+                    cert: pick(&a.cert, &b.cert),
+                    key: pick(&a.key, &b.key),
+                    server_name: pick(&a.server_name, &b.server_name),
+                })
+            }
+        };
+        RawHealth {
+            kind: pick(&self.kind, &over.kind),
+            path: pick(&self.path, &over.path),
+            live_path: pick(&self.live_path, &over.live_path),
+            interval: pick(&self.interval, &over.interval),
+            fast_interval: pick(&self.fast_interval, &over.fast_interval),
+            timeout: pick(&self.timeout, &over.timeout),
+            rise: pick(&self.rise, &over.rise),
+            fall: pick(&self.fall, &over.fall),
+            passive_fall: pick(&self.passive_fall, &over.passive_fall),
+            slow_start: pick(&self.slow_start, &over.slow_start),
+            on_down: pick(&self.on_down, &over.on_down),
+            tls,
+        }
+    }
 }
 
 /// `timeouts:`.

@@ -104,12 +104,12 @@ fn bad_configs_get_exact_errors() {
         // 2. Unknown top-level key (a typo).
         (
             "listen: [\"127.0.0.1:6443\"]\nbackend: []\n",
-            "lb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`",
+            "lb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`",
         ),
         // 3. Unknown key inside a backend.
         (
             "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - name: a\n    adress: 10.0.0.1:6443\n",
-            "lb.yaml:4:5: backends[0]: unknown field `adress`, expected one of `name`, `address`, `weight`",
+            "lb.yaml:4:5: backends[0]: unknown field `adress`, expected one of `name`, `address`, `weight`, `health`",
         ),
         // 4. Missing required key.
         (

@@ -14,6 +14,7 @@ use super::listener::{ClientGuard, tune};
 use super::{Settings, Shared};
 use crate::backend::{ActiveGuard, Backend, BackendSet};
 use crate::config::{BackendAddress, Forwarding};
+use crate::health::state::State;
 
 /// Serve one accepted client.
 pub(crate) async fn run(
@@ -25,10 +26,8 @@ pub(crate) async fn run(
     let span = tracing::debug_span!("conn", %peer);
     async move {
         let shared = &guard.0;
+        // The client leg inherited the listener's TCP options (see listener::bind).
         let settings = shared.settings.load_full();
-        if let Err(e) = tune(&client, &settings.tcp) {
-            tracing::debug!(error = %e, "client socket options");
-        }
         let connected = tokio::select! {
             c = connect_any(shared, &settings) => c,
             () = cut.cancelled() => return,
@@ -53,12 +52,14 @@ pub(crate) async fn run(
             Forwarding::Copy => Mode::Copy,
         };
         let activity = Activity::new();
+        let kill = active.backend().kill_token();
         let end = forward::run(
             &client,
             &backend,
             mode,
             settings.timeouts.idle,
             &cut,
+            &kill,
             &shared.pools,
             &activity,
         )
@@ -69,6 +70,8 @@ pub(crate) async fn run(
         m.bytes.with_label_values(&["client_to_backend"]).inc_by(up);
         m.bytes.with_label_values(&["backend_to_client"]).inc_by(down);
         m.closed.with_label_values(&[end.label()]).inc();
+        m.connection_duration
+            .observe(activity.age().as_secs_f64());
         match &end {
             End::Client(e) | End::Backend(e) => {
                 tracing::debug!(backend = %name, up, down, reason = end.label(), error = %e, "closed")
@@ -108,43 +111,70 @@ enum AttemptError {
     Backend(io::Error),
 }
 
-/// Try backends in the order the selector picks them, each at most once.
+/// Try backends in the order the selector picks them, each at most once: first those that
+/// are up; then, if none of those connected, those down or draining (fail open), so a client
+/// is served while any backend accepts. Backends in maintenance are never tried.
 async fn connect_any(
     shared: &Shared,
     settings: &Settings,
 ) -> Result<(TcpStream, ActiveGuard), NoConnection> {
     let list = shared.backends.snapshot();
     let mut tried = vec![false; list.len()];
-    for _ in 0..list.len() {
-        let cands = BackendSet::candidates(&list);
-        let Some(i) = settings.selector.pick(&cands, |i| !tried[i]) else {
-            break;
-        };
-        tried[i] = true;
-        let backend = &list[i];
-        match connect_one(backend, settings).await {
-            Ok(stream) => {
-                shared
-                    .metrics
-                    .backend_connections
-                    .with_label_values(&[backend.name()])
-                    .inc();
-                return Ok((stream, backend.connected()));
-            }
-            Err(AttemptError::Local(e)) => return Err(NoConnection::Local(e)),
-            Err(AttemptError::Backend(e)) => {
-                let run = backend.connect_failed();
-                let reason = failure_reason(&e);
-                shared
-                    .metrics
-                    .connect_failures
-                    .with_label_values(&[backend.name(), reason])
-                    .inc();
-                tracing::info!(backend = backend.name(), address = %backend.address(), error = %e, consecutive_failures = run, "connect failed; trying the next backend");
+    for phase in [Phase::Up, Phase::FailOpen] {
+        loop {
+            let cands = BackendSet::candidates(&list);
+            let pick = settings
+                .selector
+                .pick(&cands, |i| !tried[i] && phase.admits(cands[i].state));
+            let Some(i) = pick else { break };
+            tried[i] = true;
+            let backend = &list[i];
+            let started = tokio::time::Instant::now();
+            match connect_one(backend, settings).await {
+                Ok(stream) => {
+                    let m = &shared.metrics;
+                    m.backend_connections
+                        .with_label_values(&[backend.name()])
+                        .inc();
+                    m.connect_duration
+                        .with_label_values(&[backend.name()])
+                        .observe(started.elapsed().as_secs_f64());
+                    if phase == Phase::FailOpen {
+                        tracing::info!(backend = backend.name(), state = %cands[i].state, "no backend up: connected to one that is not (fail open)");
+                    }
+                    return Ok((stream, backend.connected()));
+                }
+                Err(AttemptError::Local(e)) => return Err(NoConnection::Local(e)),
+                Err(AttemptError::Backend(e)) => {
+                    let reason = failure_reason(&e);
+                    shared
+                        .metrics
+                        .connect_failures
+                        .with_label_values(&[backend.name(), reason])
+                        .inc();
+                    let run = backend.connect_failed(&e.to_string(), &shared.metrics);
+                    tracing::info!(backend = backend.name(), address = %backend.address(), error = %e, consecutive_failures = run, "connect failed; trying the next backend");
+                }
             }
         }
     }
     Err(NoConnection::NoBackend)
+}
+
+/// Which backends a pass of [`connect_any`] may try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Up,
+    FailOpen,
+}
+
+impl Phase {
+    fn admits(self, state: State) -> bool {
+        match self {
+            Phase::Up => state == State::Up,
+            Phase::FailOpen => matches!(state, State::Down | State::Drain),
+        }
+    }
 }
 
 /// One attempt at one backend, bounded by the connect timeout (name resolution included).

@@ -37,6 +37,8 @@ pub(crate) enum End {
     IdleTimeout,
     /// Cut off at the end of a drain.
     DrainCut,
+    /// Closed because its backend went down (`onDown: close`).
+    BackendDown,
     /// Reading from or writing to the client failed.
     Client(io::Error),
     /// Reading from or writing to the backend failed.
@@ -50,6 +52,7 @@ impl End {
             End::Eof => "eof",
             End::IdleTimeout => "idle_timeout",
             End::DrainCut => "drain_cut",
+            End::BackendDown => "backend_down",
             End::Client(_) => "client_error",
             End::Backend(_) => "backend_error",
         }
@@ -76,6 +79,11 @@ impl Activity {
         }
     }
 
+    /// Time since the connection started.
+    pub(crate) fn age(&self) -> Duration {
+        self.start.elapsed()
+    }
+
     fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
@@ -93,13 +101,15 @@ enum Failure {
 }
 
 /// Forward between `client` and `backend` until both sides are done, an error, the idle
-/// timeout, or `cut`.
+/// timeout, `cut` (end of drain) or `kill` (backend down).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     client: &TcpStream,
     backend: &TcpStream,
     mode: Mode,
     idle: Duration,
     cut: &CancellationToken,
+    kill: &CancellationToken,
     pools: &Pools,
     activity: &Activity,
 ) -> End {
@@ -121,6 +131,7 @@ pub(crate) async fn run(
             },
             () = idle_expired(activity, idle) => return End::IdleTimeout,
             () = cut.cancelled() => return End::DrainCut,
+            () = kill.cancelled() => return End::BackendDown,
         }
         if up_done && down_done {
             return End::Eof;
@@ -177,22 +188,73 @@ async fn pump_copy(
         src.readable().await.map_err(Failure::Src)?;
         let mut buf = pools.buf();
         loop {
-            match src.try_read(&mut buf) {
-                Ok(0) => {
+            let cap = buf.len();
+            let step = read_step(src, cap, || {
+                nix::unistd::read(src.as_fd(), &mut buf).map_err(io::Error::from)
+            });
+            match step {
+                Ok(Step::Eof) => {
                     pools.put_buf(buf);
                     return Ok(());
                 }
-                Ok(n) => {
+                Ok(Step::Data { n, drained }) => {
                     write_all(dst, &buf[..n]).await.map_err(Failure::Dst)?;
                     counter.fetch_add(n as u64, Ordering::Relaxed);
                     activity.touch();
+                    if drained {
+                        break;
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(Step::Empty) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Failure::Src(e)),
             }
         }
         pools.put_buf(buf);
+    }
+}
+
+/// What one read-side call did.
+enum Step {
+    /// The peer sent FIN.
+    Eof,
+    /// `n` bytes moved; `drained` when fewer than asked for, so the socket is empty now.
+    Data { n: usize, drained: bool },
+    /// Nothing to read (EAGAIN).
+    Empty,
+}
+
+/// One read-side call (`op` moves up to `cap` bytes out of `src`) inside tokio's readiness.
+///
+/// A short transfer means the socket is drained, so readiness is cleared then: the next
+/// round waits for the kernel's next event instead of making a call that only returns
+/// EAGAIN (one system call saved per message on request/response traffic). This is
+/// race-free: tokio clears readiness only if no event arrived since it was observed, and it
+/// never clears the read-closed flag, so a FIN that came with the data is not lost.
+fn read_step(
+    src: &TcpStream,
+    cap: usize,
+    op: impl FnOnce() -> io::Result<usize>,
+) -> io::Result<Step> {
+    let mut moved = 0;
+    let r = src.try_io(Interest::READABLE, || {
+        let n = op()?;
+        moved = n;
+        if n > 0 && n < cap {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match r {
+        Ok(0) => Ok(Step::Eof),
+        Ok(n) => Ok(Step::Data { n, drained: false }),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && moved > 0 => Ok(Step::Data {
+            n: moved,
+            drained: true,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Empty),
+        Err(e) => Err(e),
     }
 }
 
@@ -234,17 +296,17 @@ async fn pump_splice(
         // future is dropped mid-way, the pipe (possibly holding bytes) is closed instead.
         let pipe = pools.pipe().map_err(SpliceError::NoPipe)?;
         loop {
-            let read = src.try_io(Interest::READABLE, || {
+            let step = read_step(src, pipe.size, || {
                 splice(src.as_fd(), None, &pipe.write, None, pipe.size, flags)
                     .map_err(io::Error::from)
             });
-            let n = match read {
-                Ok(0) => {
+            let (n, drained) = match step {
+                Ok(Step::Eof) => {
                     pools.put_pipe(pipe);
                     return Ok(());
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(Step::Data { n, drained }) => (n, drained),
+                Ok(Step::Empty) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Failure::Src(e).into()),
             };
@@ -265,6 +327,9 @@ async fn pump_splice(
             }
             counter.fetch_add(n as u64, Ordering::Relaxed);
             activity.touch();
+            if drained {
+                break;
+            }
         }
         pools.put_pipe(pipe);
     }

@@ -17,12 +17,16 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use socket2::SockRef;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::select::Selector;
 use crate::backend::{BackendChanges, BackendSet};
 use crate::config::{Config, Forwarding, ListenerOptions, TcpOptions, Timeouts};
+use crate::health::probe::TlsError;
+use crate::health::state::State;
+use crate::health::task::{HealthChecker, load_tls};
 use crate::metrics::Metrics;
 
 /// Why the proxy could not start or apply a config.
@@ -36,6 +40,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// TLS files for health checks are missing or bad; every problem is listed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    HealthTls(Vec<TlsError>),
 }
 
 /// The settings a new connection reads once, swapped whole on reload.
@@ -77,6 +84,8 @@ struct Listening {
     local: SocketAddr,
     options: ListenerOptions,
     stop: CancellationToken,
+    /// Shared with its accept loop, so a reload can set new TCP options on it.
+    socket: Arc<tokio::net::TcpListener>,
 }
 
 /// What a reload changed.
@@ -111,12 +120,22 @@ pub struct Proxy {
     tracker: TaskTracker,
     /// Cancelled at the end of a drain: every connection closes.
     cut: CancellationToken,
+    checker: HealthChecker,
+    /// Cancelled at shutdown: health checks stop.
+    stop_checks: CancellationToken,
 }
 
 impl Proxy {
     /// Bind every listener of `config` and start accepting. Fails, with nothing left
     /// running, if any listener cannot be bound.
     pub fn start(config: Config, metrics: Metrics) -> Result<Proxy, Error> {
+        let tls = load_tls(&config).map_err(Error::HealthTls)?;
+        let tracker = TaskTracker::new();
+        let stop_checks = CancellationToken::new();
+        let checker = HealthChecker::new(metrics.clone(), tracker.clone(), stop_checks.clone());
+        for b in &config.backends {
+            metrics.set_state(&b.name, State::Up);
+        }
         let shared = Arc::new(Shared {
             settings: ArcSwap::from_pointee(Settings::new(
                 &config,
@@ -131,10 +150,15 @@ impl Proxy {
             shared,
             listeners: Mutex::new(HashMap::new()),
             config: Mutex::new(config.clone()),
-            tracker: TaskTracker::new(),
+            tracker,
             cut: CancellationToken::new(),
+            checker,
+            stop_checks,
         };
-        let bound = bind_all(&config.listen, &config.listener)?;
+        let bound = bind_all(&config.listen, &config.listener, &config.tcp)?;
+        proxy
+            .checker
+            .restart(&proxy.shared.backends.snapshot(), &tls);
         for (addr, l) in bound {
             proxy.spawn_listener(addr, l, config.listener);
         }
@@ -150,6 +174,11 @@ impl Proxy {
             .iter()
             .filter_map(|a| listeners.get(a).map(|l| l.local))
             .collect()
+    }
+
+    /// The config running now.
+    pub fn config(&self) -> Config {
+        lock(&self.config).clone()
     }
 
     /// Client connections open now.
@@ -178,6 +207,7 @@ impl Proxy {
     /// listeners are bound first; if one fails, nothing changes and the error is returned.
     pub fn reload(&self, config: Config) -> Result<ReloadReport, Error> {
         let mut report = ReloadReport::default();
+        let tls = load_tls(&config).map_err(Error::HealthTls)?;
         let mut current = lock(&self.config);
         let new_addrs: Vec<SocketAddr> = {
             let listeners = lock(&self.listeners);
@@ -188,7 +218,7 @@ impl Proxy {
                 .filter(|a| !listeners.contains_key(a))
                 .collect()
         };
-        let bound = bind_all(&new_addrs, &config.listener)?;
+        let bound = bind_all(&new_addrs, &config.listener, &config.tcp)?;
 
         // Settings: keep the selector (and its round-robin position) if balance is unchanged.
         let old = self.shared.settings.load_full();
@@ -201,14 +231,40 @@ impl Proxy {
             .settings
             .store(Arc::new(Settings::new(&config, selector)));
         report.backends = self.shared.backends.update(&config.backends);
+        let metrics = &self.shared.metrics;
+        for name in &report.backends.removed {
+            if !config.backends.iter().any(|b| &b.name == name) {
+                for st in State::ALL {
+                    let _ = metrics
+                        .backend_state
+                        .remove_label_values(&[name, st.as_str()]);
+                }
+            }
+        }
+        let list = self.shared.backends.snapshot();
+        for b in list.iter() {
+            if report.backends.added.iter().any(|n| n == b.name()) {
+                metrics.set_state(b.name(), b.state());
+            }
+        }
+        self.checker.restart(&list, &tls);
 
         for (addr, l) in bound {
             report.listeners_added.push(addr);
             self.spawn_listener(addr, l, config.listener);
         }
         let mut listeners = lock(&self.listeners);
+        let tcp_changed = current.tcp != config.tcp;
         listeners.retain(|addr, l| {
             if config.listen.contains(addr) {
+                if tcp_changed {
+                    // Connections accepted from now on inherit the new options.
+                    if let Err(e) = listener::tune_socket(SockRef::from(&*l.socket), &config.tcp) {
+                        report
+                            .warnings
+                            .push(format!("listener {addr}: cannot apply the new tcp options: {e}"));
+                    }
+                }
                 if l.options != config.listener {
                     report.warnings.push(format!(
                         "listener options changed; the listener on {addr} keeps its old options until restart"
@@ -228,6 +284,7 @@ impl Proxy {
     /// Stop accepting, let connections finish for up to `drain`, then cut the rest. Returns
     /// once every connection task has ended.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
+        self.stop_checks.cancel();
         for l in lock(&self.listeners).drain() {
             l.1.stop.cancel();
         }
@@ -253,9 +310,10 @@ impl Proxy {
     ) {
         let local = l.local_addr().unwrap_or(addr);
         let stop = CancellationToken::new();
+        let socket = Arc::new(l);
         tracing::info!(address = %local, "listening");
         self.tracker.spawn(listener::accept_loop(
-            l,
+            Arc::clone(&socket),
             Arc::clone(&self.shared),
             stop.clone(),
             self.cut.clone(),
@@ -267,6 +325,7 @@ impl Proxy {
                 local,
                 options,
                 stop,
+                socket,
             },
         );
     }
@@ -276,11 +335,12 @@ impl Proxy {
 fn bind_all(
     addrs: &[SocketAddr],
     opts: &ListenerOptions,
+    tcp: &TcpOptions,
 ) -> Result<Vec<(SocketAddr, tokio::net::TcpListener)>, Error> {
     addrs
         .iter()
         .map(|&address| {
-            listener::bind(address, opts)
+            listener::bind(address, opts, tcp)
                 .map(|l| (address, l))
                 .map_err(|source| Error::Bind { address, source })
         })

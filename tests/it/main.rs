@@ -4,5 +4,7 @@
 mod support;
 
 mod cli;
+mod health;
 mod lifecycle;
+mod metrics;
 mod proxy;

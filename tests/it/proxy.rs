@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use apilb::config::Config;
+use apilb::health::state::State;
 use apilb::metrics::Metrics;
 use apilb::proxy::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -161,6 +162,8 @@ async fn backend_half_close_reaches_client_and_client_can_still_send() {
     }
 }
 
+/// With passive detection off, every connection that the selector sends to the dead
+/// backend is retried on the live one; each refusal is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_backend_is_skipped_and_counted() {
     let live = EchoBackend::start("live").await;
@@ -168,7 +171,9 @@ async fn refused_backend_is_skipped_and_counted() {
     let lb = start(&lb_yaml(
         &any_port(),
         &[("dead", dead), ("live", live.addr)],
-        "balance: round-robin\n",
+        "balance: round-robin
+health: {kind: none, passiveFall: 0}
+",
     ));
     let addr = lb.local_addrs()[0];
     for _ in 0..6 {
@@ -185,15 +190,44 @@ async fn refused_backend_is_skipped_and_counted() {
         refused >= 3,
         "round-robin tried the dead backend: {refused}"
     );
-    let dead_b = lb
-        .backends()
-        .snapshot()
-        .iter()
-        .find(|b| b.name() == "dead")
-        .cloned()
-        .expect("dead backend");
+    let dead_b = lb.backends().find("dead").expect("dead backend");
     assert_eq!(u64::from(dead_b.consecutive_failures()), refused);
+    assert_eq!(dead_b.state(), State::Up, "passive detection is off");
     assert_eq!(m.failed.with_label_values(&["no_backend"]).get(), 0);
+}
+
+/// Passive detection (default passiveFall 1): the first refusal marks the backend down, and
+/// later clients are not sent to it at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_marks_the_backend_down_at_once() {
+    let live = EchoBackend::start("live").await;
+    let lb = start(&lb_yaml(
+        &any_port(),
+        &[("dead", dead_addr()), ("live", live.addr)],
+        "balance: round-robin
+health: {interval: 1h, fastInterval: 1h}
+",
+    ));
+    let addr = lb.local_addrs()[0];
+    for _ in 0..6 {
+        assert_eq!(which_backend(addr).await, "live");
+    }
+    let m = lb.metrics();
+    assert_eq!(
+        m.connect_failures
+            .with_label_values(&["dead", "refused"])
+            .get(),
+        1
+    );
+    let dead = lb.backends().find("dead").expect("dead");
+    assert_eq!(dead.state(), State::Down);
+    assert!(dead.health().reason().contains("client connect failed"));
+    assert_eq!(
+        m.transitions
+            .with_label_values(&["dead", "up", "down"])
+            .get(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod apiserver;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -263,4 +265,54 @@ pub async fn wait_listening(addr: SocketAddr) {
 /// A path inside the repository.
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Whether an external tool is on PATH. When it is not, a test skips with a printed reason,
+/// unless APILB_REQUIRE_PRIVILEGED=1 (CI installs every tool), where it fails.
+pub fn have_tool(tool: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        if std::env::var("APILB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("{tool} is required (APILB_REQUIRE_PRIVILEGED=1): apt-get install {package}");
+        }
+        eprintln!("skipped: {tool} not found (apt-get install {package})");
+    }
+    found
+}
+
+/// Run the apilb binary with `args` to completion.
+pub fn apilb_cmd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_apilb"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run apilb")
+}
+
+/// A plain HTTP/1.1 GET against the metrics endpoint: status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path).await
+}
+
+/// A plain HTTP/1.1 request with an empty body: status and body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut resp = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut resp))
+        .await
+        .expect("answer within the wait")
+        .expect("read");
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, body.to_owned())
 }

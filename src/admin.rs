@@ -1,0 +1,474 @@
+//! The HTTP endpoint (hyper): `GET /metrics` (Prometheus text), `GET /status` (JSON),
+//! `GET /healthz`, and `POST /backends/NAME/{drain,maint,enable}` for operators.
+//!
+//! State changes are allowed from loopback clients only unless `metrics.admin` says
+//! otherwise. Per-backend connection gauges and certificate expiry are refreshed at scrape
+//! time, so they are never stale and cost nothing between scrapes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::Backend;
+use crate::config::{AdminAccess, CheckKind, Config};
+use crate::health::state::Admin as AdminOverride;
+use crate::proxy::Proxy;
+
+/// `/status`: the whole picture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// apilb version.
+    pub version: String,
+    /// Bound listener addresses.
+    pub listeners: Vec<SocketAddr>,
+    /// Client connections open now.
+    pub active_connections: usize,
+    /// The backends, in config order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend in `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendStatus {
+    /// Name.
+    pub name: String,
+    /// Address as configured.
+    pub address: String,
+    /// What clients see: up, drain, down, maint.
+    pub state: String,
+    /// What checks say, ignoring an operator's override.
+    pub checked_state: String,
+    /// Why it is in its state.
+    pub reason: String,
+    /// Seconds since the last active check finished; `None` before the first.
+    pub last_check_seconds_ago: Option<f64>,
+    /// Check kind: none, tcp, tls, https.
+    pub check: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// Connections open now.
+    pub active_connections: usize,
+    /// Connections since it was added.
+    pub total_connections: u64,
+    /// Failed connects in a row.
+    pub consecutive_failures: u32,
+}
+
+impl BackendStatus {
+    fn of(b: &Backend) -> Self {
+        let h = b.health();
+        let check = match b.health_config().kind {
+            CheckKind::None => "none",
+            CheckKind::Tcp => "tcp",
+            CheckKind::Tls => "tls",
+            CheckKind::Https => "https",
+        };
+        Self {
+            name: b.name().to_owned(),
+            address: b.address().to_string(),
+            state: h.state().to_string(),
+            checked_state: h.checked_state().to_string(),
+            reason: h.reason().to_owned(),
+            last_check_seconds_ago: h.last_check().map(|t| t.elapsed().as_secs_f64()),
+            check: check.to_owned(),
+            weight: b.weight(),
+            active_connections: b.active(),
+            total_connections: b.total(),
+            consecutive_failures: b.consecutive_failures(),
+        }
+    }
+}
+
+/// The status of a running proxy.
+pub fn status(proxy: &Proxy) -> Status {
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        listeners: proxy.local_addrs(),
+        active_connections: proxy.active_connections(),
+        backends: proxy
+            .backends()
+            .snapshot()
+            .iter()
+            .map(|b| BackendStatus::of(b))
+            .collect(),
+    }
+}
+
+/// What the endpoint serves from.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The proxy.
+    pub proxy: Arc<Proxy>,
+    /// The registry the proxy's metrics are in.
+    pub registry: Registry,
+}
+
+/// Serve the endpoint on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
+    let tracker = TaskTracker::new();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(address = %addr, "metrics and status endpoint listening");
+    }
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics endpoint accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = Arc::clone(&state);
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(&state, req, peer)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(e) = r {
+                    tracing::debug!(error = %e, %peer, "metrics endpoint connection");
+                },
+                () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn handle(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let path = req.uri().path().trim_end_matches('/');
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    match (req.method(), parts.as_slice()) {
+        (&Method::GET, ["metrics"]) => metrics(state),
+        (&Method::GET, ["status"]) => json(StatusCode::OK, &status(&state.proxy)),
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::POST, ["backends", name, action]) => change(state, name, action, peer),
+        (_, ["metrics" | "status" | "healthz"]) | (_, ["backends", _, _]) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /status, POST /backends/NAME/{drain,maint,enable}\n",
+        ),
+    }
+}
+
+fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let access = state
+        .proxy
+        .config()
+        .metrics
+        .map_or(AdminAccess::Loopback, |m| m.admin);
+    let allowed = match access {
+        AdminAccess::Any => true,
+        AdminAccess::Loopback => peer.ip().is_loopback(),
+        AdminAccess::Off => false,
+    };
+    if !allowed {
+        return text(
+            StatusCode::FORBIDDEN,
+            "backend state changes are not allowed from here (metrics.admin)\n",
+        );
+    }
+    let admin = match action {
+        "drain" => Some(AdminOverride::Drain),
+        "maint" => Some(AdminOverride::Maint),
+        "enable" => None,
+        other => {
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("unknown action {other:?}: use drain, maint or enable\n"),
+            );
+        }
+    };
+    let Some(backend) = state.proxy.backends().find(name) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!("no backend named {name:?}\n"),
+        );
+    };
+    backend.set_admin(admin, state.proxy.metrics());
+    tracing::info!(backend = name, action, %peer, "backend state set by operator");
+    json(StatusCode::OK, &BackendStatus::of(&backend))
+}
+
+fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
+    let proxy = &state.proxy;
+    let m = proxy.metrics();
+    for b in proxy.backends().snapshot().iter() {
+        m.backend_active
+            .with_label_values(&[b.name()])
+            .set(i64::try_from(b.active()).unwrap_or(i64::MAX));
+    }
+    refresh_certificates(proxy);
+    let mut out = Vec::new();
+    match TextEncoder::new().encode(&state.registry.gather(), &mut out) {
+        Ok(()) => Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+            .body(Full::new(Bytes::from(out)))
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "encoding\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+    }
+}
+
+/// Every certificate file the running config references or watches.
+pub fn certificate_paths(config: &Config) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut add = |p: &Path| {
+        if !paths.iter().any(|x| x == p) {
+            paths.push(p.to_owned());
+        }
+    };
+    let healths = std::iter::once(&config.health).chain(config.backends.iter().map(|b| &b.health));
+    for h in healths {
+        if let Some(tls) = &h.tls {
+            add(&tls.ca);
+            if let Some(c) = &tls.cert {
+                add(c);
+            }
+        }
+    }
+    if let Some(m) = &config.metrics {
+        for p in &m.watch_certificates {
+            add(p);
+        }
+    }
+    paths
+}
+
+/// notAfter of the first certificate in a PEM file, as Unix seconds.
+pub fn certificate_not_after(path: &Path) -> Result<i64, String> {
+    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&data).map_err(|e| format!("not PEM: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+fn refresh_certificates(proxy: &Proxy) {
+    let m = proxy.metrics();
+    m.certificate_expiry.reset();
+    for path in certificate_paths(&proxy.config()) {
+        let label = path.display().to_string();
+        match certificate_not_after(&path) {
+            Ok(t) => m
+                .certificate_expiry
+                .with_label_values(&[label.as_str()])
+                .set(t as f64),
+            Err(e) => {
+                m.certificate_errors
+                    .with_label_values(&[label.as_str()])
+                    .inc();
+                tracing::debug!(path = %label, error = %e, "certificate expiry");
+            }
+        }
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(body) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            Response::builder()
+                .status(status)
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(bytes)))
+                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "encoding\n"))
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Why a request to a running apilb failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answered at the address.
+    #[error("cannot reach apilb at {address}: {why} (is `metrics.listen` set to this address?)")]
+    Unreachable {
+        /// The endpoint address.
+        address: SocketAddr,
+        /// Why.
+        why: String,
+    },
+    /// It answered with an error status.
+    #[error("apilb at {address} answered {status}: {body}")]
+    Refused {
+        /// The endpoint address.
+        address: SocketAddr,
+        /// HTTP status.
+        status: u16,
+        /// Its explanation.
+        body: String,
+    },
+    /// It answered something that is not the expected JSON.
+    #[error("apilb at {address} sent an unreadable answer: {why}")]
+    Garbled {
+        /// The endpoint address.
+        address: SocketAddr,
+        /// Why.
+        why: String,
+    },
+}
+
+async fn request(address: SocketAddr, method: Method, path: &str) -> Result<Bytes, ClientError> {
+    use http_body_util::{BodyExt, Empty};
+    let unreachable = |why: String| ClientError::Unreachable { address, why };
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let driver = tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, address.to_string())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| unreachable(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .to_bytes();
+    driver.abort();
+    if !status.is_success() {
+        return Err(ClientError::Refused {
+            address,
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).trim().to_owned(),
+        });
+    }
+    Ok(body)
+}
+
+/// `GET /status` of the apilb at `address`.
+pub async fn fetch_status(address: SocketAddr) -> Result<Status, ClientError> {
+    let body = request(address, Method::GET, "/status").await?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::Garbled {
+        address,
+        why: e.to_string(),
+    })
+}
+
+/// `POST /backends/NAME/ACTION` to the apilb at `address`.
+pub async fn set_backend(
+    address: SocketAddr,
+    name: &str,
+    action: &str,
+) -> Result<BackendStatus, ClientError> {
+    let body = request(address, Method::POST, &format!("/backends/{name}/{action}")).await?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::Garbled {
+        address,
+        why: e.to_string(),
+    })
+}
+
+/// The status as a table for people.
+pub fn status_table(s: &Status) -> String {
+    let listeners: Vec<String> = s.listeners.iter().map(ToString::to_string).collect();
+    let mut out = format!(
+        "apilb {}  listeners: {}  active connections: {}\n\n",
+        s.version,
+        listeners.join(", "),
+        s.active_connections
+    );
+    let header = [
+        "BACKEND",
+        "ADDRESS",
+        "STATE",
+        "CHECK",
+        "LAST CHECK",
+        "ACTIVE",
+        "TOTAL",
+        "WEIGHT",
+        "REASON",
+    ];
+    let rows: Vec<[String; 9]> = s
+        .backends
+        .iter()
+        .map(|b| {
+            let state = if b.state == b.checked_state {
+                b.state.clone()
+            } else {
+                format!("{} (checks: {})", b.state, b.checked_state)
+            };
+            [
+                b.name.clone(),
+                b.address.clone(),
+                state,
+                b.check.clone(),
+                b.last_check_seconds_ago
+                    .map_or("-".into(), |s| format!("{s:.1}s ago")),
+                b.active_connections.to_string(),
+                b.total_connections.to_string(),
+                b.weight.to_string(),
+                b.reason.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        l.trim_end().to_owned() + "\n"
+    };
+    out.push_str(&line(header.to_vec()));
+    for r in &rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}

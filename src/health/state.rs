@@ -1,0 +1,484 @@
+//! The health state machine of one backend: pure, with time passed in.
+//!
+//! ```text
+//!            fall x Fail / Refused / passiveFall connect failures
+//!   Up ───────────────────────────────────────────────────────────> Down
+//!   │ ^                                                              │ ^
+//!   │ └──────────────── rise x Pass (slow start begins) ─────────────┘ │
+//!   │ fall x Draining (readyz fails, livez passes)                      │
+//!   └──────────────> Drain ── fall x Fail / Refused ────────────────────┘
+//!                      └──── rise x Pass ──> Up
+//! ```
+//! An operator's override (`drain`, `maint`) hides the checked state until `enable`; checks
+//! keep running underneath so the backend returns with a current state.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What clients see of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Takes new connections.
+    Up,
+    /// Takes no new connections; established ones continue until they end.
+    Drain,
+    /// Failed; takes new connections only when every backend is down (fail open).
+    Down,
+    /// Set by an operator: no new connections.
+    Maint,
+}
+
+impl State {
+    /// Lower-case name, as in metrics and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Drain => "drain",
+            State::Down => "down",
+            State::Maint => "maint",
+        }
+    }
+
+    /// Every state, for metrics that label each.
+    pub const ALL: [State; 4] = [State::Up, State::Drain, State::Down, State::Maint];
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An operator's override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    /// No new connections; existing ones finish.
+    Drain,
+    /// Out of service.
+    Maint,
+}
+
+/// The result of one active check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Passed.
+    Pass,
+    /// Readiness failed while liveness passed: a graceful apiserver shutdown.
+    Draining(String),
+    /// Failed (bad status, timeout, TLS failure).
+    Fail(String),
+    /// Nothing listens: the connection was refused. Down at once.
+    Refused(String),
+}
+
+impl Outcome {
+    /// The `outcome` label of check metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Draining(_) => "draining",
+            Outcome::Fail(_) => "fail",
+            Outcome::Refused(_) => "refused",
+        }
+    }
+}
+
+/// A change of the state clients see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// Before.
+    pub from: State,
+    /// After.
+    pub to: State,
+    /// Why, for logs and status.
+    pub reason: String,
+}
+
+/// Thresholds the machine applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Consecutive passes to come up.
+    pub rise: u32,
+    /// Consecutive failures to go down (or draining results to drain).
+    pub fall: u32,
+    /// Consecutive failed client connects that mark down at once; 0 = off.
+    pub passive_fall: u32,
+    /// Ramp-up time after coming back; zero = off.
+    pub slow_start: Duration,
+}
+
+/// The health of one backend.
+#[derive(Debug, Clone)]
+pub struct Health {
+    checked: State,
+    admin: Option<Admin>,
+    passes: u32,
+    fails: u32,
+    passive_fails: u32,
+    reason: String,
+    /// When the backend last came up from down or drain (slow start runs from here).
+    up_since: Option<Instant>,
+    last_check: Option<Instant>,
+}
+
+impl Health {
+    /// A new backend is presumed up, so clients are served from the first moment; a dead
+    /// one is caught by its first check or first failed connect.
+    pub fn new() -> Self {
+        Self {
+            checked: State::Up,
+            admin: None,
+            passes: 0,
+            fails: 0,
+            passive_fails: 0,
+            reason: "starting".into(),
+            up_since: None,
+            last_check: None,
+        }
+    }
+
+    /// What clients see.
+    pub fn state(&self) -> State {
+        match self.admin {
+            Some(Admin::Maint) => State::Maint,
+            Some(Admin::Drain) => State::Drain,
+            None => self.checked,
+        }
+    }
+
+    /// The state checks say, ignoring any override.
+    pub fn checked_state(&self) -> State {
+        self.checked
+    }
+
+    /// Why the backend is in its state.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// When the last check finished.
+    pub fn last_check(&self) -> Option<Instant> {
+        self.last_check
+    }
+
+    /// True while the backend is between states: a failure or a pass that has not yet
+    /// reached its threshold. Checks then run at the fast interval.
+    pub fn in_transition(&self) -> bool {
+        match self.checked {
+            State::Up => self.fails > 0,
+            _ => self.passes > 0,
+        }
+    }
+
+    /// Share of its weight the backend gets now, in (0, 1]: ramps linearly over slow start
+    /// after coming back, never below 5 %.
+    pub fn slow_start_factor(&self, now: Instant, slow_start: Duration) -> f64 {
+        match self.up_since {
+            Some(since) if !slow_start.is_zero() && self.state() == State::Up => {
+                let f =
+                    now.saturating_duration_since(since).as_secs_f64() / slow_start.as_secs_f64();
+                f.clamp(0.05, 1.0)
+            }
+            _ => 1.0,
+        }
+    }
+
+    /// Feed one check result.
+    pub fn on_check(
+        &mut self,
+        outcome: Outcome,
+        now: Instant,
+        t: &Thresholds,
+    ) -> Option<Transition> {
+        self.last_check = Some(now);
+        let before = self.state();
+        match outcome {
+            Outcome::Pass => {
+                self.fails = 0;
+                self.passive_fails = 0;
+                self.passes = self.passes.saturating_add(1);
+                if self.checked != State::Up && self.passes >= t.rise {
+                    self.checked = State::Up;
+                    self.up_since = Some(now);
+                    self.reason = format!("{} checks passed", self.passes);
+                }
+                if self.checked == State::Up {
+                    self.passes = 0;
+                }
+            }
+            Outcome::Refused(why) => {
+                self.passes = 0;
+                self.fails = self.fails.saturating_add(1);
+                if self.checked != State::Down {
+                    self.go_down(why);
+                }
+            }
+            Outcome::Fail(why) => {
+                self.passes = 0;
+                self.fails = self.fails.saturating_add(1);
+                if self.checked != State::Down && self.fails >= t.fall {
+                    self.go_down(why);
+                } else if self.checked == State::Down {
+                    self.reason = why;
+                }
+            }
+            Outcome::Draining(why) => {
+                self.passes = 0;
+                match self.checked {
+                    State::Up => {
+                        self.fails = self.fails.saturating_add(1);
+                        if self.fails >= t.fall {
+                            self.checked = State::Drain;
+                            self.reason = why;
+                        }
+                    }
+                    // Down stays down until it passes: an apiserver that is starting has
+                    // the same readyz-fails, livez-passes signature.
+                    State::Down | State::Drain | State::Maint => self.reason = why,
+                }
+            }
+        }
+        self.transition(before)
+    }
+
+    /// Feed one failed client connect; `passive_fall` in a row mark the backend down.
+    pub fn on_connect_failure(&mut self, why: &str, t: &Thresholds) -> Option<Transition> {
+        let before = self.state();
+        self.passive_fails = self.passive_fails.saturating_add(1);
+        if t.passive_fall > 0 && self.passive_fails >= t.passive_fall && self.checked != State::Down
+        {
+            self.passes = 0;
+            self.go_down(format!("client connect failed: {why}"));
+        }
+        self.transition(before)
+    }
+
+    /// A client connect succeeded.
+    pub fn on_connect_success(&mut self) {
+        self.passive_fails = 0;
+    }
+
+    /// Set or clear the operator's override.
+    pub fn set_admin(&mut self, admin: Option<Admin>) -> Option<Transition> {
+        let before = self.state();
+        self.admin = admin;
+        if admin.is_none() && self.checked == State::Up {
+            // Back from maintenance: ramp up like any returning backend.
+            if before != State::Up {
+                self.up_since = self.last_check.or(self.up_since);
+            }
+        }
+        let reason = match admin {
+            Some(Admin::Drain) => "drained by operator",
+            Some(Admin::Maint) => "maintenance set by operator",
+            None => "enabled by operator",
+        };
+        let t = self.transition(before);
+        if t.is_some() && admin.is_some() {
+            self.reason = reason.into();
+        }
+        t.map(|mut t| {
+            t.reason = reason.into();
+            t
+        })
+    }
+
+    fn go_down(&mut self, why: String) {
+        self.checked = State::Down;
+        self.up_since = None;
+        self.reason = why;
+    }
+
+    fn transition(&self, before: State) -> Option<Transition> {
+        let after = self.state();
+        (after != before).then(|| Transition {
+            from: before,
+            to: after,
+            reason: self.reason.clone(),
+        })
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Thresholds = Thresholds {
+        rise: 2,
+        fall: 2,
+        passive_fall: 1,
+        slow_start: Duration::from_secs(30),
+    };
+
+    fn fail() -> Outcome {
+        Outcome::Fail("HTTP 500".into())
+    }
+
+    fn states(h: &mut Health, outcomes: Vec<Outcome>) -> Vec<State> {
+        let now = Instant::now();
+        outcomes
+            .into_iter()
+            .map(|o| {
+                h.on_check(o, now, &T);
+                h.state()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn up_goes_down_after_fall_failures_and_back_after_rise_passes() {
+        // Input: fail, pass, fail, fail, pass, pass. Output: down only after 2 in a row,
+        // up only after 2 passes in a row.
+        let mut h = Health::new();
+        use State::*;
+        assert_eq!(
+            states(
+                &mut h,
+                vec![
+                    fail(),
+                    Outcome::Pass,
+                    fail(),
+                    fail(),
+                    Outcome::Pass,
+                    Outcome::Pass
+                ]
+            ),
+            [Up, Up, Up, Down, Down, Up]
+        );
+    }
+
+    #[test]
+    fn refused_is_down_at_once() {
+        let mut h = Health::new();
+        let t = h.on_check(
+            Outcome::Refused("connection refused".into()),
+            Instant::now(),
+            &T,
+        );
+        assert_eq!(
+            t,
+            Some(Transition {
+                from: State::Up,
+                to: State::Down,
+                reason: "connection refused".into()
+            })
+        );
+    }
+
+    #[test]
+    fn readyz_failing_with_livez_passing_drains_then_down_when_it_exits() {
+        let mut h = Health::new();
+        let d = || Outcome::Draining("readyz 500, livez 200".into());
+        use State::*;
+        assert_eq!(states(&mut h, vec![d(), d(), d()]), [Up, Drain, Drain]);
+        // The apiserver exits: refused.
+        assert_eq!(
+            states(&mut h, vec![Outcome::Refused("refused".into())]),
+            [Down]
+        );
+        // Starting again: readyz fails, livez passes - still down; then ready.
+        assert_eq!(
+            states(&mut h, vec![d(), Outcome::Pass, Outcome::Pass]),
+            [Down, Down, Up]
+        );
+    }
+
+    #[test]
+    fn drain_comes_back_up_when_ready_again() {
+        let mut h = Health::new();
+        let d = || Outcome::Draining("readyz 500".into());
+        use State::*;
+        assert_eq!(
+            states(&mut h, vec![d(), d(), Outcome::Pass, Outcome::Pass]),
+            [Up, Drain, Drain, Up]
+        );
+    }
+
+    #[test]
+    fn passive_failures_mark_down_and_a_check_brings_it_back() {
+        let mut h = Health::new();
+        let t = h.on_connect_failure("refused", &T);
+        assert_eq!(t.map(|t| t.to), Some(State::Down));
+        assert!(h.reason().contains("client connect failed"));
+        use State::*;
+        assert_eq!(
+            states(&mut h, vec![Outcome::Pass, Outcome::Pass]),
+            [Down, Up]
+        );
+        // passiveFall 3: two failures are not enough; a success resets the count.
+        let t3 = Thresholds {
+            passive_fall: 3,
+            ..T
+        };
+        assert_eq!(h.on_connect_failure("x", &t3), None);
+        assert_eq!(h.on_connect_failure("x", &t3), None);
+        h.on_connect_success();
+        assert_eq!(h.on_connect_failure("x", &t3), None);
+        // passiveFall 0: off.
+        let off = Thresholds {
+            passive_fall: 0,
+            ..T
+        };
+        for _ in 0..10 {
+            assert_eq!(h.on_connect_failure("x", &off), None);
+        }
+    }
+
+    #[test]
+    fn transitions_are_flagged_for_fast_checks() {
+        let mut h = Health::new();
+        assert!(!h.in_transition());
+        h.on_check(fail(), Instant::now(), &T);
+        assert!(h.in_transition());
+        h.on_check(fail(), Instant::now(), &T);
+        assert!(!h.in_transition(), "steady down");
+        h.on_check(Outcome::Pass, Instant::now(), &T);
+        assert!(h.in_transition());
+    }
+
+    #[test]
+    fn operator_override_hides_checks_until_enabled() {
+        let mut h = Health::new();
+        let t = h.set_admin(Some(Admin::Maint)).expect("transition");
+        assert_eq!((t.from, t.to), (State::Up, State::Maint));
+        // Checks still count underneath.
+        states(&mut h, vec![fail(), fail()]);
+        assert_eq!(h.state(), State::Maint);
+        assert_eq!(h.checked_state(), State::Down);
+        let t = h.set_admin(None).expect("transition");
+        assert_eq!((t.from, t.to), (State::Maint, State::Down));
+        let t = h.set_admin(Some(Admin::Drain));
+        assert_eq!(t.map(|t| t.to), Some(State::Drain));
+    }
+
+    #[test]
+    fn slow_start_ramps_after_coming_back() {
+        let t0 = Instant::now();
+        let mut h = Health::new();
+        assert_eq!(
+            h.slow_start_factor(t0, T.slow_start),
+            1.0,
+            "not on first start"
+        );
+        h.on_check(Outcome::Refused("x".into()), t0, &T);
+        h.on_check(Outcome::Pass, t0, &T);
+        h.on_check(Outcome::Pass, t0, &T);
+        assert_eq!(h.state(), State::Up);
+        assert_eq!(h.slow_start_factor(t0, T.slow_start), 0.05);
+        let f = h.slow_start_factor(t0 + Duration::from_secs(15), T.slow_start);
+        assert!((f - 0.5).abs() < 1e-9, "{f}");
+        assert_eq!(
+            h.slow_start_factor(t0 + Duration::from_secs(31), T.slow_start),
+            1.0
+        );
+        assert_eq!(h.slow_start_factor(t0, Duration::ZERO), 1.0, "off");
+    }
+}
