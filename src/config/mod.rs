@@ -42,10 +42,10 @@ pub const DEFAULT_BACKLOG: u32 = 4096;
 pub const DEFAULT_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
 /// Default `tcp.keepaliveInterval`: time between keepalive probes.
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// Default `tcp.keepaliveCount`: unanswered probes before the peer is declared dead.
-pub const DEFAULT_KEEPALIVE_COUNT: u32 = 3;
-/// Default `tcp.userTimeout` (TCP_USER_TIMEOUT): unacknowledged data older than this kills
-/// the connection, so a dead peer is noticed in seconds, not the kernel's 15 minutes.
+/// Default `tcp.userTimeout` (TCP_USER_TIMEOUT): unacknowledged data, or unanswered
+/// keepalive probes, older than this kill the connection, so a dead peer is noticed in
+/// seconds, not the kernel's 15 minutes. With it set, Linux ignores the keepalive probe
+/// count, so there is no such setting.
 pub const DEFAULT_USER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default `forwarding`.
 pub const DEFAULT_FORWARDING: Forwarding = Forwarding::Auto;
@@ -239,8 +239,6 @@ pub struct TcpOptions {
     pub keepalive_time: Duration,
     /// TCP_KEEPINTVL (default [`DEFAULT_KEEPALIVE_INTERVAL`]).
     pub keepalive_interval: Duration,
-    /// TCP_KEEPCNT (default [`DEFAULT_KEEPALIVE_COUNT`]).
-    pub keepalive_count: u32,
     /// TCP_USER_TIMEOUT (default [`DEFAULT_USER_TIMEOUT`]).
     pub user_timeout: Duration,
 }
@@ -448,9 +446,6 @@ impl Checker {
                     second,
                 )
                 .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL),
-            keepalive_count: self
-                .number(k.keepalive_count.as_ref(), "tcp.keepaliveCount", 1, 127)
-                .map_or(DEFAULT_KEEPALIVE_COUNT, |n| n as u32),
             user_timeout: self
                 .duration(k.user_timeout.as_ref(), "tcp.userTimeout", second)
                 .unwrap_or(DEFAULT_USER_TIMEOUT),

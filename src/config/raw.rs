@@ -149,7 +149,6 @@ pub(crate) struct RawListener {
 pub(crate) struct RawTcp {
     pub(crate) keepalive_time: Option<Scalar>,
     pub(crate) keepalive_interval: Option<Scalar>,
-    pub(crate) keepalive_count: Option<Scalar>,
     pub(crate) user_timeout: Option<Scalar>,
 }
 

@@ -18,7 +18,7 @@ timeouts:
   idle: 1h
   drain: 0s
 listener: {backlog: 128, reusePort: true, freebind: false}
-tcp: {keepaliveTime: 30s, keepaliveInterval: 2s, keepaliveCount: 4, userTimeout: 1m}
+tcp: {keepaliveTime: 30s, keepaliveInterval: 2s, userTimeout: 1m}
 resolvers: ["127.0.0.53", "[fd00::53]:5353"]
 dnsTtl: {min: 1s}
 "#;
@@ -71,7 +71,7 @@ fn parses_every_key() {
             freebind: false
         }
     );
-    assert_eq!(c.tcp.keepalive_count, 4);
+    assert_eq!(c.tcp.keepalive_interval, Duration::from_secs(2));
     assert_eq!(c.tcp.user_timeout, Duration::from_secs(60));
 }
 

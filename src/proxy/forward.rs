@@ -118,14 +118,26 @@ pub(crate) async fn run(
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     loop {
+        // A direction that ends passes its FIN on while the other one still flows; once
+        // both have ended, closing the sockets sends the last FIN without a shutdown call.
         tokio::select! {
             r = &mut up, if !up_done => match r {
-                Ok(()) => up_done = true,
+                Ok(()) => {
+                    up_done = true;
+                    if !down_done && let Err(e) = pass_fin(backend) {
+                        return End::Backend(e);
+                    }
+                }
                 Err(Failure::Src(e)) => return End::Client(e),
                 Err(Failure::Dst(e)) => return End::Backend(e),
             },
             r = &mut down, if !down_done => match r {
-                Ok(()) => down_done = true,
+                Ok(()) => {
+                    down_done = true;
+                    if !up_done && let Err(e) = pass_fin(client) {
+                        return End::Client(e);
+                    }
+                }
                 Err(Failure::Src(e)) => return End::Backend(e),
                 Err(Failure::Dst(e)) => return End::Client(e),
             },
@@ -150,7 +162,16 @@ async fn idle_expired(activity: &Activity, idle: Duration) {
     }
 }
 
-/// One direction: `src` to `dst` until EOF, then shutdown(Write) on `dst`.
+/// shutdown(Write) on `dst`: the peer sees our FIN. ENOTCONN means it is already gone, with
+/// nothing left to tell it.
+fn pass_fin(dst: &TcpStream) -> io::Result<()> {
+    match SockRef::from(dst).shutdown(Shutdown::Write) {
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// One direction: `src` to `dst` until EOF.
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
@@ -170,11 +191,7 @@ async fn pump(
         },
         Mode::Copy => pump_copy(src, dst, pools, activity, counter).await?,
     }
-    // Pass the FIN on. ENOTCONN means the peer is already gone: nothing left to tell it.
-    match SockRef::from(dst).shutdown(Shutdown::Write) {
-        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(Failure::Dst(e)),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 async fn pump_copy(

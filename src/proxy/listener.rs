@@ -62,8 +62,7 @@ pub(crate) fn tune_socket(sock: SockRef<'_>, tcp: &TcpOptions) -> io::Result<()>
     sock.set_tcp_nodelay(true)?;
     let keepalive = TcpKeepalive::new()
         .with_time(tcp.keepalive_time)
-        .with_interval(tcp.keepalive_interval)
-        .with_retries(tcp.keepalive_count);
+        .with_interval(tcp.keepalive_interval);
     sock.set_tcp_keepalive(&keepalive)?;
     sock.set_tcp_user_timeout(Some(tcp.user_timeout))?;
     Ok(())
@@ -219,10 +218,7 @@ mod tests {
 #[cfg(test)]
 mod socket_tests {
     use super::*;
-    use crate::config::{
-        DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIME,
-        DEFAULT_USER_TIMEOUT,
-    };
+    use crate::config::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIME, DEFAULT_USER_TIMEOUT};
 
     #[tokio::test]
     async fn listeners_carry_their_options() {
@@ -272,7 +268,6 @@ mod socket_tests {
         TcpOptions {
             keepalive_time: DEFAULT_KEEPALIVE_TIME,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
-            keepalive_count: DEFAULT_KEEPALIVE_COUNT,
             user_timeout: DEFAULT_USER_TIMEOUT,
         }
     }
@@ -288,10 +283,6 @@ mod socket_tests {
         assert_eq!(
             sock.tcp_keepalive_interval().expect("getsockopt"),
             tcp.keepalive_interval
-        );
-        assert_eq!(
-            sock.tcp_keepalive_retries().expect("getsockopt"),
-            tcp.keepalive_count
         );
         assert_eq!(
             sock.tcp_user_timeout().expect("getsockopt"),
@@ -319,7 +310,6 @@ mod socket_tests {
         let tcp = TcpOptions {
             keepalive_time: Duration::from_secs(11),
             keepalive_interval: Duration::from_secs(3),
-            keepalive_count: 4,
             user_timeout: Duration::from_secs(13),
         };
         let opts = ListenerOptions {
