@@ -39,11 +39,11 @@ const NOFILE: u64 = 262_144;
 #[command(name = "l4")]
 struct Args {
     /// Proxies to measure, comma-separated: direct (no proxy), haproxy, nginx,
-    /// apilb-splice, apilb-copy.
+    /// apilb (forwarding: auto, the default), apilb-splice, apilb-copy.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,haproxy,nginx,apilb-splice,apilb-copy"
+        default_value = "direct,haproxy,nginx,apilb,apilb-splice,apilb-copy"
     )]
     proxies: Vec<ProxyKind>,
 
@@ -369,7 +369,7 @@ fn versions(bins: &Bins, proxies: &[ProxyKind]) -> String {
             ProxyKind::Direct => continue,
             ProxyKind::Haproxy => "-v",
             ProxyKind::Nginx => "-v",
-            ProxyKind::ApilbSplice | ProxyKind::ApilbCopy => {
+            ProxyKind::Apilb | ProxyKind::ApilbSplice | ProxyKind::ApilbCopy => {
                 if seen_apilb {
                     continue;
                 }

@@ -38,15 +38,18 @@ pub(crate) enum ProxyKind {
     Direct,
     Haproxy,
     Nginx,
+    /// apilb with its default `forwarding: auto`.
+    Apilb,
     ApilbSplice,
     ApilbCopy,
 }
 
 impl ProxyKind {
-    pub(crate) const ALL: [ProxyKind; 5] = [
+    pub(crate) const ALL: [ProxyKind; 6] = [
         ProxyKind::Direct,
         ProxyKind::Haproxy,
         ProxyKind::Nginx,
+        ProxyKind::Apilb,
         ProxyKind::ApilbSplice,
         ProxyKind::ApilbCopy,
     ];
@@ -56,13 +59,17 @@ impl ProxyKind {
             ProxyKind::Direct => "direct",
             ProxyKind::Haproxy => "haproxy",
             ProxyKind::Nginx => "nginx",
+            ProxyKind::Apilb => "apilb",
             ProxyKind::ApilbSplice => "apilb-splice",
             ProxyKind::ApilbCopy => "apilb-copy",
         }
     }
 
     pub(crate) fn is_apilb(self) -> bool {
-        matches!(self, ProxyKind::ApilbSplice | ProxyKind::ApilbCopy)
+        matches!(
+            self,
+            ProxyKind::Apilb | ProxyKind::ApilbSplice | ProxyKind::ApilbCopy
+        )
     }
 }
 
@@ -105,7 +112,7 @@ impl Bins {
             ProxyKind::Direct => return Ok(None),
             ProxyKind::Haproxy => &self.haproxy,
             ProxyKind::Nginx => &self.nginx,
-            ProxyKind::ApilbSplice | ProxyKind::ApilbCopy => &self.apilb,
+            ProxyKind::Apilb | ProxyKind::ApilbSplice | ProxyKind::ApilbCopy => &self.apilb,
         };
         find_executable(bin)
             .map(Some)
@@ -249,11 +256,11 @@ pub(crate) async fn start(
                 .arg("-e")
                 .arg(d.join("error.log"));
         }
-        ProxyKind::ApilbSplice | ProxyKind::ApilbCopy => {
-            let forwarding = if kind == ProxyKind::ApilbSplice {
-                "splice"
-            } else {
-                "copy"
+        ProxyKind::Apilb | ProxyKind::ApilbSplice | ProxyKind::ApilbCopy => {
+            let forwarding = match kind {
+                ProxyKind::ApilbSplice => "splice",
+                ProxyKind::ApilbCopy => "copy",
+                _ => "auto",
             };
             let cfg = d.join("apilb.yaml");
             fs::write(

@@ -190,7 +190,8 @@ impl Balance {
 /// How bytes are moved between client and backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forwarding {
-    /// The measured-faster path on this platform (splice(2) on Linux).
+    /// Copy small messages, splice bulk transfers: each direction starts copying and
+    /// switches to splice(2) once a read fills the buffer.
     Auto,
     /// splice(2) through a pooled pipe: the bytes never enter user space.
     Splice,

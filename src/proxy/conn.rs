@@ -48,7 +48,8 @@ pub(crate) async fn run(
         let name = active.backend().name().to_owned();
         tracing::debug!(backend = %name, "connected");
         let mode = match settings.forwarding {
-            Forwarding::Auto | Forwarding::Splice => Mode::Splice,
+            Forwarding::Auto => Mode::Auto,
+            Forwarding::Splice => Mode::Splice,
             Forwarding::Copy => Mode::Copy,
         };
         let activity = Activity::new();

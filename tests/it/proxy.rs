@@ -81,11 +81,17 @@ async fn transfers_32_mib_both_ways_byte_exact_with_copy() {
     transfer_exact("copy", 32 << 20).await;
 }
 
+/// auto starts copying and switches to splice mid-stream once a read fills the buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_32_mib_both_ways_byte_exact_with_auto() {
+    transfer_exact("auto", 32 << 20).await;
+}
+
 /// Client sends its request and half-closes; the backend sees EOF, and its reply still
 /// flows back after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_half_close_reaches_backend_and_reply_still_flows() {
-    for forwarding in ["splice", "copy"] {
+    for forwarding in ["splice", "copy", "auto"] {
         let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -124,7 +130,7 @@ async fn client_half_close_reaches_backend_and_reply_still_flows() {
 /// receives it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_half_close_reaches_client_and_client_can_still_send() {
-    for forwarding in ["splice", "copy"] {
+    for forwarding in ["splice", "copy", "auto"] {
         let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
