@@ -732,3 +732,81 @@ pub fn join_document(
         ApiVersion::V1beta3 => Document::JoinV1beta3(join(api, c, m, s)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        Cluster::from_yaml(include_str!("../../config/cluster.yaml")).unwrap()
+    }
+
+    const S: Secrets<'static> = Secrets {
+        token: "abcdef.0123456789abcdef",
+        certificate_key: "00",
+        ca_cert_hash: "sha256:00",
+    };
+
+    #[test]
+    fn extra_args_take_each_versions_shape() {
+        let c = cluster();
+        let m = &c.masters[1];
+        let v4 = to_yaml(&[join_document(ApiVersion::V1beta4, &c, Some(m), &S)]).unwrap();
+        assert!(
+            v4.contains("kubeletExtraArgs:\n  - name: node-ip\n    value: 10.0.0.12\n"),
+            "{v4}"
+        );
+        let v3 = to_yaml(&[join_document(ApiVersion::V1beta3, &c, Some(m), &S)]).unwrap();
+        assert!(
+            v3.contains("kubeletExtraArgs:\n    node-ip: 10.0.0.12\n"),
+            "{v3}"
+        );
+        assert_eq!(
+            ArgList::from_pairs(&[("a", "1".into())]).get("a"),
+            Some("1")
+        );
+        assert_eq!(ArgMap::from_pairs(&[("a", "1".into())]).get("a"), Some("1"));
+    }
+
+    #[test]
+    fn worker_join_has_no_control_plane_and_no_name() {
+        let c = cluster();
+        let d = join_document(ApiVersion::V1beta4, &c, None, &S);
+        let Document::JoinV1beta4(j) = &d else {
+            panic!("{d:?}")
+        };
+        assert!(j.control_plane.is_none());
+        assert!(j.node_registration.name.is_none());
+        assert_eq!(
+            j.discovery.bootstrap_token.api_server_endpoint,
+            "k8s-api.example.internal:6443"
+        );
+        assert_eq!(d.certificate_key(), None);
+    }
+
+    #[test]
+    fn cert_sans_and_durations() {
+        let c = cluster();
+        assert_eq!(
+            cluster_cert_sans(&c),
+            [
+                "k8s-api.example.internal",
+                "10.0.0.100",
+                "10.0.0.5",
+                "10.0.0.6"
+            ]
+        );
+        assert_eq!(
+            go_duration(std::time::Duration::from_secs(8760 * 3600)),
+            "8760h0m0s"
+        );
+        assert_eq!(go_duration(std::time::Duration::from_secs(5400)), "1h30m0s");
+    }
+
+    #[test]
+    fn parse_skips_empty_documents_and_refuses_unknown_kinds() {
+        assert!(parse("").unwrap().is_empty());
+        let e = parse("apiVersion: v1\nkind: Pod\n").unwrap_err();
+        assert!(e.contains("unsupported"), "{e}");
+    }
+}

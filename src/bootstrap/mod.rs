@@ -115,6 +115,8 @@ pub struct Report {
     pub pki: pki::Report,
     /// Every generated file (relative to the output directory) and what happened to it.
     pub files: Vec<(PathBuf, FileAction)>,
+    /// Things that work but deserve the operator's attention.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for Report {
@@ -128,6 +130,9 @@ impl fmt::Display for Report {
                 FileAction::Replaced => "replaced",
             };
             writeln!(f, "{a:<10} {}", file.display())?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "\nwarning: {w}")?;
         }
         writeln!(
             f,
@@ -230,7 +235,46 @@ pub fn bootstrap(cluster: &Cluster, out: &Path, opts: &Options) -> Result<Report
     Ok(Report {
         pki,
         files: actions,
+        warnings: warnings(cluster, opts.api),
     })
+}
+
+/// The minor version of `v1.31.2`.
+fn minor(version: &str) -> Option<u32> {
+    version.strip_prefix("v1.")?.split('.').next()?.parse().ok()
+}
+
+/// Combinations that kubeadm accepts only partly.
+pub fn warnings(c: &Cluster, api: ApiVersion) -> Vec<String> {
+    use crate::pki::KeyAlgorithm;
+    let mut w = Vec::new();
+    let alg = c.pki.algorithm;
+    let minor = minor(&c.kubernetes_version);
+    match api {
+        ApiVersion::V1beta3 => {
+            if !matches!(alg, KeyAlgorithm::Rsa2048 | KeyAlgorithm::EcdsaP256) {
+                w.push(format!(
+                    "kubeadm v1beta3 cannot express {}: certificates that kubeadm itself renews will be RSA-2048",
+                    alg.as_str()
+                ));
+            }
+        }
+        ApiVersion::V1beta4 => {
+            if minor.is_some_and(|m| m < 31) {
+                w.push(format!(
+                    "kubernetesVersion {} with kubeadm.k8s.io/v1beta4: kubeadm before 1.31 cannot read it; use --kubeadm-api v1beta3",
+                    c.kubernetes_version
+                ));
+            }
+            if alg == KeyAlgorithm::EcdsaP384 && minor.is_some_and(|m| m < 34) {
+                w.push(format!(
+                    "encryptionAlgorithm ECDSA-P384 needs kubeadm 1.34 or later (kubernetesVersion is {})",
+                    c.kubernetes_version
+                ));
+            }
+        }
+    }
+    w
 }
 
 /// The token and certificate key: given, else read back from the existing files, else new.
@@ -406,7 +450,7 @@ fn topology_problems(c: &Cluster) -> Vec<String> {
                 "{role} {name}: address {addr} already used by {other}"
             ));
         }
-        if c.load_balancer.vips.contains(&addr) && role != "etcd member" {
+        if c.load_balancer.vips.contains(&addr) {
             problems.push(format!(
                 "{role} {name}: its own address {addr} is the VIP; the VIP must move between LB hosts"
             ));
@@ -521,4 +565,68 @@ fn join_hash_problems(c: &Cluster, plan: &pki::Plan, files: &[File]) -> Vec<Stri
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        Cluster::from_yaml(include_str!("../../config/cluster.yaml")).unwrap()
+    }
+
+    #[test]
+    fn topology_is_rechecked() {
+        let c = cluster();
+        assert!(topology_problems(&c).is_empty());
+        let mut bad = c.clone();
+        let mut m = bad.masters[0].clone();
+        m.address = bad.load_balancer.vips[0];
+        bad.masters.push(m);
+        bad.load_balancer.hosts[1].name = "master-2".into();
+        let p = topology_problems(&bad);
+        assert_eq!(
+            p,
+            [
+                "master master-1: name already used by a master",
+                "master master-1: its own address 10.0.0.100 is the VIP; the VIP must move between LB hosts",
+                "LB host master-2: name already used by a master",
+            ],
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn san_coverage() {
+        let sans = [
+            San::Dns("*.example.internal".into()),
+            San::Dns("k8s".into()),
+            San::Ip("10.0.0.100".parse().unwrap()),
+        ];
+        assert!(covers(&sans, &San::Dns("api.example.internal".into())));
+        assert!(!covers(&sans, &San::Dns("a.b.example.internal".into())));
+        assert!(!covers(&sans, &San::Dns("example.internal".into())));
+        assert!(covers(&sans, &San::Dns("K8S".into())));
+        assert!(covers(&sans, &San::Ip("10.0.0.100".parse().unwrap())));
+        assert!(!covers(&sans, &San::Ip("10.0.0.101".parse().unwrap())));
+    }
+
+    #[test]
+    fn certificate_keys() {
+        assert!(is_certificate_key(&"ab".repeat(32)));
+        assert!(!is_certificate_key(&"AB".repeat(32)));
+        assert!(!is_certificate_key(&"ab".repeat(31)));
+    }
+
+    #[test]
+    fn version_warnings() {
+        let mut c = cluster();
+        assert!(warnings(&c, ApiVersion::V1beta4).is_empty());
+        c.kubernetes_version = "v1.30.4".into();
+        assert_eq!(warnings(&c, ApiVersion::V1beta4).len(), 1);
+        assert!(warnings(&c, ApiVersion::V1beta3).is_empty());
+        c.pki.algorithm = crate::pki::KeyAlgorithm::EcdsaP384;
+        assert_eq!(warnings(&c, ApiVersion::V1beta4).len(), 2);
+        assert_eq!(warnings(&c, ApiVersion::V1beta3).len(), 1);
+    }
 }

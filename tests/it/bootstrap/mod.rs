@@ -128,7 +128,7 @@ fn every_kubeadm_document_reparses_strictly() {
                 let hash = apilb::pki::ca_cert_hash(&ca).unwrap();
                 if m != "master-1" {
                     let docs = kubeadm::parse(&read(&out.join(m).join("kubeadm.yaml"))).unwrap();
-                    assert_eq!(docs[0].ca_cert_hashes(), [hash.clone()], "{m}");
+                    assert_eq!(docs[0].ca_cert_hashes(), std::slice::from_ref(&hash), "{m}");
                     assert_eq!(docs[0].token(), init[0].token());
                     assert_eq!(docs[0].certificate_key(), init[0].certificate_key());
                 }
