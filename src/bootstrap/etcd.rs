@@ -2,8 +2,8 @@
 //! as typed serde structs mirroring the subset of core/v1 `Pod` it uses (unknown fields are
 //! denied on re-parse). The flags follow kubeadm's own etcd manifest: TLS with client
 //! certificate authentication for clients and peers, every member in `--initial-cluster` by
-//! its https peer URL, and plain-HTTP metrics on 127.0.0.1:2381 for the probes (which cannot
-//! present a client certificate).
+//! its https peer URL, and plain-HTTP metrics on loopback port 2381 (127.0.0.1, or ::1 for an
+//! IPv6 member) for the probes, which cannot present a client certificate.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +15,7 @@ use crate::cluster::{Cluster, Node, https_url};
 pub const CLIENT_PORT: u16 = 2379;
 /// etcd peer port.
 pub const PEER_PORT: u16 = 2380;
-/// Plain-HTTP metrics and health port on 127.0.0.1 (kubeadm's).
+/// Plain-HTTP metrics and health port on loopback (kubeadm's).
 pub const METRICS_PORT: u16 = 2381;
 /// The probe path: `/health` that ignores an alarm-free NOSPACE and answers from the local
 /// member (kubeadm's etcd probe before the 3.5.13 `/livez`; also answered by etcd 3.4).
@@ -192,9 +192,18 @@ pub fn initial_cluster(c: &Cluster) -> String {
         .join(",")
 }
 
+/// The loopback address of `member`'s family (kubeadm's choice for the local listeners).
+pub fn loopback(member: &Node) -> std::net::IpAddr {
+    if member.address.is_ipv6() {
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+    } else {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    }
+}
+
 /// The etcd command line of `member`, as in its manifest.
 pub fn command(c: &Cluster, member: &Node) -> Vec<String> {
-    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let loopback = loopback(member);
     let client = https_url(member.address, CLIENT_PORT);
     let peer = https_url(member.address, PEER_PORT);
     let flags: Vec<(&str, String)> = vec![
@@ -226,10 +235,10 @@ pub fn command(c: &Cluster, member: &Node) -> Vec<String> {
         .collect()
 }
 
-fn probe(initial_delay_seconds: u32, failure_threshold: u32) -> Probe {
+fn probe(member: &Node, initial_delay_seconds: u32, failure_threshold: u32) -> Probe {
     Probe {
         http_get: HttpGet {
-            host: "127.0.0.1".into(),
+            host: loopback(member).to_string(),
             path: PROBE_PATH.into(),
             port: METRICS_PORT,
             scheme: "HTTP".into(),
@@ -268,8 +277,8 @@ pub fn manifest(c: &Cluster, member: &Node) -> Pod {
                 resources: Resources {
                     requests: map(&[("cpu", "100m"), ("memory", "100Mi")]),
                 },
-                liveness_probe: probe(10, 8),
-                startup_probe: probe(10, 24),
+                liveness_probe: probe(member, 10, 8),
+                startup_probe: probe(member, 10, 24),
                 volume_mounts: vec![
                     VolumeMount {
                         name: "etcd-data".into(),
@@ -311,4 +320,56 @@ pub fn manifest(c: &Cluster, member: &Node) -> Pod {
 /// Parse a manifest strictly (unknown fields denied).
 pub fn parse(text: &str) -> Result<Pod, String> {
     serde_yaml::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(a: &str, b: &str) -> Cluster {
+        let text = include_str!("../../config/cluster.yaml").replace(
+            "  topology: stacked                # stacked | external",
+            &format!("  topology: external\n  members: [{{name: e1, address: \"{a}\"}}, {{name: e2, address: \"{b}\"}}]"),
+        );
+        Cluster::from_yaml(&text).unwrap()
+    }
+
+    #[test]
+    fn flags_and_probes_follow_the_member_family() {
+        let c = cluster("fd00::21", "10.0.0.22");
+        let [v6, v4] = c.etcd_members() else {
+            panic!("two members")
+        };
+        let cmd = command(&c, v6);
+        assert!(
+            cmd.contains(
+                &"--listen-client-urls=https://[::1]:2379,https://[fd00::21]:2379".to_owned()
+            ),
+            "{cmd:?}"
+        );
+        assert!(
+            cmd.contains(
+                &"--initial-cluster=e1=https://[fd00::21]:2380,e2=https://10.0.0.22:2380"
+                    .to_owned()
+            ),
+            "{cmd:?}"
+        );
+        assert_eq!(
+            manifest(&c, v6).spec.containers[0]
+                .liveness_probe
+                .http_get
+                .host,
+            "::1"
+        );
+        assert_eq!(
+            manifest(&c, v4).spec.containers[0]
+                .startup_probe
+                .http_get
+                .host,
+            "127.0.0.1"
+        );
+        let text = serde_yaml::to_string(&manifest(&c, v4)).unwrap();
+        assert_eq!(parse(&text).unwrap(), manifest(&c, v4));
+        assert!(parse(&text.replace("hostNetwork:", "hostPID: true\n  hostNetwork:")).is_err());
+    }
 }
