@@ -13,7 +13,16 @@ use crate::pki::spec::HEALTH_CLIENT_BASE;
 /// Where a host's directory is copied to on the host.
 pub const REMOTE_DIR: &str = "/root/apilb";
 
+/// `address` as scp wants it in `root@HOST:path` (IPv6 in brackets).
+fn scp_host(address: &std::net::IpAddr) -> String {
+    match address {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
 fn copy_step(out: &mut String, name: &str, address: &std::net::IpAddr, extra: &str) {
+    let address = scp_host(address);
     let _ = writeln!(
         out,
         "## 1. Copy the files\n\nFrom the bundle directory (the `--out` of `apilb bootstrap`):\n\n```sh\nscp -r {name} root@{address}:{REMOTE_DIR}\n{extra}```\n"
@@ -43,7 +52,7 @@ pub fn first_master(c: &Cluster, m: &Master) -> String {
         &m.address,
         &format!(
             "scp rbac/apilb-health.yaml root@{}:{REMOTE_DIR}/\n",
-            m.address
+            scp_host(&m.address)
         ),
     );
     let _ = writeln!(
@@ -131,7 +140,7 @@ pub fn lb_host(c: &Cluster, h: &Node) -> String {
         &h.address,
         &format!(
             "scp \"$(command -v apilb)\" root@{}:/usr/local/bin/apilb\n",
-            h.address
+            scp_host(&h.address)
         ),
     );
     let _ = writeln!(
