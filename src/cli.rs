@@ -77,6 +77,36 @@ pub enum Command {
         #[arg(long)]
         renew: bool,
     },
+    /// Everything each machine needs, from one cluster description: the PKI (as `issue`),
+    /// each master's kubeadm configuration, the worker join file, external etcd static Pods,
+    /// the LB hosts' apilb config and systemd unit, a README per host and JOIN.md.
+    Bootstrap {
+        /// The cluster description (YAML, see config/cluster.yaml).
+        #[arg(long, value_name = "FILE")]
+        cluster: PathBuf,
+        /// The output directory: one subdirectory per machine.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// kubeadm configuration API version (v1beta4: kubeadm >= 1.31; v1beta3: 1.22-1.30).
+        #[arg(long, value_enum, default_value_t = KubeadmApi::V1beta4)]
+        kubeadm_api: KubeadmApi,
+        /// Bootstrap token (`[a-z0-9]{6}.[a-z0-9]{16}`); default: the one in the existing
+        /// kubeadm.yaml, else a new one.
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Certificate key for upload-certs (64 hex characters); default: the one in the
+        /// existing kubeadm.yaml, else a new one.
+        #[arg(long, value_name = "HEX")]
+        certificate_key: Option<String>,
+        /// Reissue every leaf certificate and kubeconfig client certificate, keeping the keys.
+        #[arg(long)]
+        renew: bool,
+        /// Replace generated files (kubeadm.yaml, READMEs, LB and etcd files) whose content
+        /// differs, instead of stopping with an error. Keys and certificates follow `issue`'s
+        /// rules regardless.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Certificate inspection.
     Certs {
         #[command(subcommand)]
@@ -96,6 +126,24 @@ pub enum Command {
     },
     /// Print a new certificate key for kubeadm upload-certs (32 random bytes, hex).
     CertificateKey,
+}
+
+/// `apilb bootstrap --kubeadm-api`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KubeadmApi {
+    /// kubeadm.k8s.io/v1beta4 (kubeadm 1.31 and later).
+    V1beta4,
+    /// kubeadm.k8s.io/v1beta3 (kubeadm 1.22 to 1.30).
+    V1beta3,
+}
+
+impl From<KubeadmApi> for crate::bootstrap::kubeadm::ApiVersion {
+    fn from(v: KubeadmApi) -> Self {
+        match v {
+            KubeadmApi::V1beta4 => Self::V1beta4,
+            KubeadmApi::V1beta3 => Self::V1beta3,
+        }
+    }
 }
 
 /// `apilb certs …`.

@@ -14,11 +14,14 @@
 //! - [`pki`]: the kubeadm control-plane PKI (`apilb issue`, `certs check-expiration`,
 //!   `ca-cert-hash`).
 //! - [`token`]: bootstrap tokens and certificate keys.
+//! - [`bootstrap`]: `apilb bootstrap`: per-master kubeadm configs, etcd manifests, LB host
+//!   configs and READMEs from the cluster description.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
 pub mod backend;
+pub mod bootstrap;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -51,6 +51,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             out,
             renew,
         } => pki_cmd::issue(&cluster, &out, renew),
+        Command::Bootstrap {
+            cluster,
+            out,
+            kubeadm_api,
+            token,
+            certificate_key,
+            renew,
+            overwrite,
+        } => pki_cmd::bootstrap(
+            &cluster,
+            &out,
+            apilb::bootstrap::Options {
+                api: kubeadm_api.into(),
+                token,
+                certificate_key,
+                renew,
+                overwrite,
+                now: time::OffsetDateTime::now_utc(),
+            },
+        ),
         Command::Certs {
             command: CertsCommand::CheckExpiration { dir },
         } => pki_cmd::check_expiration(&dir),
@@ -310,6 +330,28 @@ mod pki_cmd {
         match pki::issue(&cluster, dir, opts) {
             Ok(r) => out(&r.to_string()),
             Err(e) => pki_fail(&e),
+        }
+    }
+
+    pub(super) fn bootstrap(
+        cluster: &Path,
+        dir: &Path,
+        opts: apilb::bootstrap::Options,
+    ) -> anyhow::Result<ExitCode> {
+        let cluster = match Cluster::load(cluster) {
+            Ok(c) => c,
+            Err(e) => return report(&e, EXIT_CONFIG),
+        };
+        match apilb::bootstrap::bootstrap(&cluster, dir, &opts) {
+            Ok(r) => out(&r.to_string()),
+            Err(e) => report(
+                &e,
+                if e.is_input() {
+                    EXIT_CONFIG
+                } else {
+                    EXIT_FAILURE
+                },
+            ),
         }
     }
 

@@ -85,6 +85,21 @@ pub struct Report {
 
 /// Issue (or check) the PKI of `cluster` under `out`.
 pub fn issue(cluster: &Cluster, out: &Path, opts: Options) -> Result<Report, Error> {
+    plan(cluster, out, opts)?.commit(Vec::new())
+}
+
+/// A checked plan: what `issue` would write, not yet written. `apilb bootstrap` adds its own
+/// files and commits everything at once, so that a failure in either leaves nothing behind.
+#[derive(Debug)]
+pub struct Plan {
+    out: PathBuf,
+    rows: Vec<Row>,
+    writes: Vec<Write>,
+}
+
+/// Plan the PKI of `cluster` under `out` (generating keys and certificates in memory); every
+/// problem is collected and nothing is written.
+pub fn plan(cluster: &Cluster, out: &Path, opts: Options) -> Result<Plan, Error> {
     preflight(out)?;
     let mut p = Planner {
         root: out,
@@ -101,12 +116,40 @@ pub fn issue(cluster: &Cluster, out: &Path, opts: Options) -> Result<Report, Err
             problems: p.problems,
         });
     }
-    store::write_all(out, &p.writes)?;
-    Ok(Report {
+    Ok(Plan {
         out: out.to_owned(),
         rows: p.rows,
-        written: p.writes.into_iter().map(|w| w.rel).collect(),
+        writes: p.writes,
     })
+}
+
+impl Plan {
+    /// The files to be written, relative to the output directory.
+    pub fn writes(&self) -> &[Write] {
+        &self.writes
+    }
+
+    /// The text `rel` will have once the plan is committed: the planned content, else what is
+    /// on disk now. `Err` for an unreadable file.
+    pub fn text(&self, rel: &Path) -> Result<Option<String>, String> {
+        match self.writes.iter().rev().find(|w| w.rel == rel) {
+            Some(w) => String::from_utf8(w.bytes.clone())
+                .map(Some)
+                .map_err(|_| "is not text".to_owned()),
+            None => store::read_existing(&self.out, rel),
+        }
+    }
+
+    /// Write the plan and `extra` (more files under the same directory) in one go.
+    pub fn commit(mut self, extra: Vec<Write>) -> Result<Report, Error> {
+        self.writes.extend(extra);
+        store::write_all(&self.out, &self.writes)?;
+        Ok(Report {
+            out: self.out,
+            rows: self.rows,
+            written: self.writes.into_iter().map(|w| w.rel).collect(),
+        })
+    }
 }
 
 /// The output directory, or its closest existing ancestor, must be a directory.

@@ -26,7 +26,7 @@ pub mod store;
 use std::path::PathBuf;
 
 pub use self::cert::{Ca, CaCert, CaKind, CertInfo, Profile, Usage};
-pub use self::issue::{Action, Options, Report, issue};
+pub use self::issue::{Action, Options, Plan, Report, issue, plan};
 pub use self::key::{KeyAlgorithm, PrivateKey};
 pub use self::report::{ExpirationReport, ca_cert_hash, check_expiration};
 

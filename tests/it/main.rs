@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bootstrap;
 mod cli;
 mod health;
 mod lifecycle;

@@ -5,7 +5,7 @@
 
 mod check;
 mod cli;
-mod etcd;
+pub(crate) mod etcd;
 mod kubectl;
 mod rules;
 
