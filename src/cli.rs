@@ -47,6 +47,23 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Run the whole system on loopback: a demo PKI, three stand-in apiservers and the load
+    /// balancer in front (no root, no config). Type commands to stop, drain, hang and
+    /// restart the stand-ins.
+    Demo {
+        /// Keep the PKI and LB config here instead of a temporary directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The load balancer address (a free port is used if the default is busy).
+        #[arg(long, value_name = "ADDR", default_value_t = crate::demo::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// The metrics and status address (a free port is used if the default is busy).
+        #[arg(long, value_name = "ADDR", default_value_t = crate::demo::DEFAULT_METRICS)]
+        metrics_address: SocketAddr,
+        /// Do not read commands from standard input; run until Ctrl-C.
+        #[arg(long)]
+        no_input: bool,
+    },
     /// Show listeners and backends of a running apilb (from its /status endpoint).
     Status {
         /// The running apilb's `metrics.listen` address.

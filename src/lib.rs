@@ -26,6 +26,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod health;
 pub mod metrics;
 pub mod pki;

@@ -38,6 +38,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Demo {
+            dir,
+            listen,
+            metrics_address,
+            no_input,
+        } => demo(apilb::demo::DemoOptions {
+            dir,
+            listen,
+            metrics: metrics_address,
+            interactive: !no_input,
+        }),
         Command::Status {
             metrics_address,
             json,
@@ -180,6 +191,30 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_CONFIG))
         }
     }
+}
+
+/// `apilb demo`: until Ctrl-C (SIGINT) or SIGTERM.
+fn demo(opts: apilb::demo::DemoOptions) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing signal handlers")?;
+        let stop = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        apilb::demo::run(opts, stop)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    // A read of standard input may still be pending in a blocking thread: do not wait for it.
+    runtime.shutdown_background();
+    result.map(|()| ExitCode::SUCCESS)
 }
 
 /// Run a client command on a small runtime.

@@ -206,6 +206,9 @@ impl Health {
                 }
                 if self.checked == State::Up {
                     self.passes = 0;
+                    if before == State::Up {
+                        "checks pass".clone_into(&mut self.reason);
+                    }
                 }
             }
             Outcome::Refused(why) => {

@@ -11,6 +11,7 @@ mod support;
 
 mod bootstrap;
 mod cli;
+mod demo;
 mod health;
 mod lifecycle;
 mod metrics;

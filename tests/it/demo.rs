@@ -1,0 +1,164 @@
+//! `apilb demo`: the README's run command, driven as a user would: read its banner, talk
+//! through the load balancer with kubectl and the issued admin.conf, type commands, Ctrl-C.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::Signal;
+
+use crate::support::*;
+
+struct Demo {
+    child: Child,
+    out: Arc<Mutex<String>>,
+}
+
+impl Demo {
+    fn out(&self) -> String {
+        self.out.lock().expect("lock").clone()
+    }
+
+    async fn wait_out(&self, needle: &str) {
+        wait_until(WAIT, &format!("demo output {needle:?}"), || async {
+            self.out().contains(needle)
+        })
+        .await;
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write command");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kubectl(dir: &std::path::Path, path: &str) -> std::process::Output {
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(dir.join("master-1/admin.conf"))
+        .args(["get", "--raw", path])
+        .output()
+        .expect("run kubectl")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_kubectl_and_reacts_to_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apilb"))
+        .arg("demo")
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--listen", &listen.to_string()])
+        .args(["--metrics-address", &metrics.to_string()])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn demo");
+    let out = Arc::new(Mutex::new(String::new()));
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let sink = Arc::clone(&out);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[demo] {line}");
+                sink.lock().expect("lock").push_str(&(line + "\n"));
+            }
+        });
+    }
+    let mut demo = Demo { child, out };
+    demo.wait_out("demo ready").await;
+    let banner = demo.out();
+    assert!(
+        banner.contains(&format!("load balancer   https://{listen}")),
+        "{banner}"
+    );
+    assert!(dir.path().join("master-1/pki/apiserver.crt").is_file());
+    assert!(dir.path().join("lb/apilb.yaml").is_file());
+    let m = metrics.to_string();
+    let status = || async {
+        let out = apilb_cmd(&["status", "--json", "--metrics-address", &m]);
+        serde_json::from_slice::<apilb::admin::Status>(&out.stdout).expect("status JSON")
+    };
+    let state_of = |s: &apilb::admin::Status, n: &str| {
+        s.backends
+            .iter()
+            .find(|b| b.name == n)
+            .map(|b| b.state.clone())
+            .expect("backend")
+    };
+
+    // Through the LB with the issued admin.conf: Go's TLS stack accepts the issued chain and
+    // the LB address in the apiserver certificate's SANs.
+    if have_tool("kubectl", "kubernetes-client") {
+        let out = kubectl(dir.path(), "/readyz");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ok", "{out:?}");
+        let out = kubectl(dir.path(), "/version");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("v1.31.2-apilb-demo"),
+            "{out:?}"
+        );
+    }
+    wait_until(WAIT, "every stand-in up", || async {
+        let s = status().await;
+        ["master-1", "master-2", "master-3"]
+            .iter()
+            .all(|n| state_of(&s, n) == "up")
+    })
+    .await;
+
+    demo.send("drain 1");
+    demo.wait_out("master-1: shutting down gracefully").await;
+    wait_until(WAIT, "master-1 drains", || async {
+        state_of(&status().await, "master-1") == "drain"
+    })
+    .await;
+    demo.send("stop 2");
+    wait_until(WAIT, "master-2 down", || async {
+        state_of(&status().await, "master-2") == "down"
+    })
+    .await;
+    if have_tool("kubectl", "kubernetes-client") {
+        // master-3 alone still answers through the LB.
+        let out = kubectl(dir.path(), "/version");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"servedBy\": \"master-3\""));
+    }
+    demo.send("start 2");
+    wait_until(WAIT, "master-2 up again", || async {
+        state_of(&status().await, "master-2") == "up"
+    })
+    .await;
+    demo.send("status");
+    demo.wait_out("stand-ins: master-1").await;
+    demo.send("bogus");
+    demo.wait_out("unknown command \"bogus\"").await;
+
+    // Ctrl-C: a clean stop.
+    let pid = nix::unistd::Pid::from_raw(demo.child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGINT).expect("SIGINT");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let code = loop {
+        if let Some(status) = demo.child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "demo did not stop");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(code, Some(0), "{}", demo.out());
+    demo.wait_out("stopped (").await;
+}
