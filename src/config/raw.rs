@@ -26,6 +26,33 @@ pub(crate) struct FileConfig {
     pub(crate) tcp: RawTcp,
     pub(crate) health: Option<RawHealth>,
     pub(crate) metrics: Option<RawMetrics>,
+    pub(crate) vip: Option<RawVip>,
+}
+
+/// `vip:`: VRRPv3 failover of the listening addresses.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawVip {
+    pub(crate) interface: Scalar,
+    pub(crate) vrid: Scalar,
+    pub(crate) addresses: Vec<Scalar>,
+    pub(crate) priority: Option<Scalar>,
+    pub(crate) advert_interval: Option<Scalar>,
+    pub(crate) preempt: Option<Scalar>,
+    pub(crate) preempt_delay: Option<Scalar>,
+    #[serde(default)]
+    pub(crate) unicast_peers: Vec<Scalar>,
+    pub(crate) checksum: Option<Scalar>,
+    pub(crate) track: Option<RawTrack>,
+}
+
+/// `vip.track:`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawTrack {
+    pub(crate) healthy_backends_below: Scalar,
+    pub(crate) weight: Option<Scalar>,
+    pub(crate) hold: Option<Scalar>,
 }
 
 /// `metrics:`: the HTTP endpoint for metrics, status and backend state changes.
