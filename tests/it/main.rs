@@ -15,3 +15,4 @@ mod lifecycle;
 mod metrics;
 mod pki;
 mod proxy;
+mod vip;
