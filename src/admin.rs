@@ -41,6 +41,9 @@ pub struct Status {
     pub active_connections: usize,
     /// The backends, in config order.
     pub backends: Vec<BackendStatus>,
+    /// The VRRP instance, when the config has a `vip` section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<crate::vip::VipStatus>,
 }
 
 /// One backend in `/status`.
@@ -97,7 +100,7 @@ impl BackendStatus {
 }
 
 /// The status of a running proxy.
-pub fn status(proxy: &Proxy) -> Status {
+pub fn status(proxy: &Proxy, vip: Option<&crate::vip::Vip>) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         listeners: proxy.local_addrs(),
@@ -108,6 +111,7 @@ pub fn status(proxy: &Proxy) -> Status {
             .iter()
             .map(|b| BackendStatus::of(b))
             .collect(),
+        vip: vip.map(crate::vip::Vip::status),
     }
 }
 
@@ -118,6 +122,8 @@ pub struct AdminState {
     pub proxy: Arc<Proxy>,
     /// The registry the proxy's metrics are in.
     pub registry: Registry,
+    /// The VRRP instance, if any.
+    pub vip: Option<Arc<crate::vip::Vip>>,
 }
 
 /// Serve the endpoint on `listener` until `stop`.
@@ -165,7 +171,9 @@ fn handle(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respo
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     match (req.method(), parts.as_slice()) {
         (&Method::GET, ["metrics"]) => metrics(state),
-        (&Method::GET, ["status"]) => json(StatusCode::OK, &status(&state.proxy)),
+        (&Method::GET, ["status"]) => {
+            json(StatusCode::OK, &status(&state.proxy, state.vip.as_deref()))
+        }
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::POST, ["backends", name, action]) => change(state, name, action, peer),
         (_, ["metrics" | "status" | "healthz"]) | (_, ["backends", _, _]) => {
@@ -422,6 +430,19 @@ pub fn status_table(s: &Status) -> String {
         listeners.join(", "),
         s.active_connections
     );
+    if let Some(v) = &s.vip {
+        out.push_str(&format!(
+            "vip: VRID {} on {} {}  state: {}  priority: {} (configured {})  master: {}\n\n",
+            v.vrid,
+            v.interface,
+            v.addresses.join(", "),
+            v.state,
+            v.priority,
+            v.configured_priority,
+            v.master
+                .map_or_else(|| "unknown".to_owned(), |m| m.to_string())
+        ));
+    }
     let header = [
         "BACKEND",
         "ADDRESS",

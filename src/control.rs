@@ -8,7 +8,8 @@
 //!                                                    └── Config::load(path) on Reload
 //! ```
 //!
-//! Shutdown is graceful: listeners close at once, established connections get
+//! Shutdown follows the HA order: the VIP (if any) is released first (priority-0 advert,
+//! addresses removed, so the backup LB takes over within its skew time), then listeners close, established connections get
 //! `timeouts.drain` to finish, the rest are cut. A second SIGTERM/SIGINT during the drain
 //! cuts them at once.
 
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::proxy::{Proxy, ShutdownReport};
+use crate::vip::{self, Vip};
 
 /// What the process is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +59,11 @@ pub fn signals() -> std::io::Result<mpsc::Receiver<Control>> {
     Ok(rx)
 }
 
-/// Apply control messages to `proxy` until it has shut down. `path` is re-read on Reload;
-/// `drain` is the running config's drain timeout (updated by each good reload).
+/// Apply control messages to `proxy` (and `vip`) until it has shut down. `path` is re-read on
+/// Reload; `drain` is the running config's drain timeout (updated by each good reload).
 pub async fn supervise(
     proxy: &Proxy,
+    vip: Option<&Vip>,
     path: &Path,
     mut drain: Duration,
     mut controls: mpsc::Receiver<Control>,
@@ -68,13 +71,22 @@ pub async fn supervise(
     loop {
         match controls.recv().await {
             Some(Control::Reload) => {
-                if let Some(d) = reload(proxy, path) {
+                if let Some(d) = reload(proxy, vip, path).await {
                     drain = d;
                 }
             }
             Some(Control::Shutdown) | None => break,
-            Some(Control::Quit) => return proxy.shutdown(Duration::ZERO).await,
+            Some(Control::Quit) => {
+                if let Some(v) = vip {
+                    v.shutdown().await;
+                }
+                return proxy.shutdown(Duration::ZERO).await;
+            }
         }
+    }
+    if let Some(v) = vip {
+        tracing::info!("shutting down: releasing the VIP first");
+        v.shutdown().await;
     }
     tracing::info!(drain = %humantime::format_duration(drain), connections = proxy.active_connections(), "shutting down: draining");
     let shutdown = proxy.shutdown(drain);
@@ -112,7 +124,7 @@ pub async fn supervise(
 
 /// Reload from `path`; on any problem keep the running config. Returns the new drain
 /// timeout if the reload was applied.
-fn reload(proxy: &Proxy, path: &Path) -> Option<Duration> {
+async fn reload(proxy: &Proxy, vip: Option<&Vip>, path: &Path) -> Option<Duration> {
     let metrics = proxy.metrics();
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -122,10 +134,23 @@ fn reload(proxy: &Proxy, path: &Path) -> Option<Duration> {
             return None;
         }
     };
+    let running_vip = vip.map(Vip::config);
+    if let Err(e) = vip::live_change(running_vip.as_ref(), config.vip.as_ref()) {
+        metrics.reloads.with_label_values(&["failed"]).inc();
+        tracing::error!("reload failed, keeping the running config: {e}");
+        return None;
+    }
     let drain = config.timeouts.drain;
+    let new_vip = config.vip.clone();
     match proxy.reload(config) {
         Ok(report) => {
             metrics.reloads.with_label_values(&["ok"]).inc();
+            if let (Some(v), Some(new)) = (vip, new_vip) {
+                if v.config() != new {
+                    tracing::info!(priority = new.priority, "vip settings reloaded");
+                    v.reload(new).await;
+                }
+            }
             for w in &report.warnings {
                 tracing::warn!("{w}");
             }

@@ -32,3 +32,4 @@ pub mod metrics;
 pub mod pki;
 pub mod proxy;
 pub mod token;
+pub mod vip;

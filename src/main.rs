@@ -14,7 +14,7 @@ use apilb::admin::{self, AdminState};
 use apilb::cli::{BackendAction, CertsCommand, Cli, Command, LogFormat, TokenCommand};
 use apilb::config::Config;
 use apilb::control;
-use apilb::metrics::Metrics;
+use apilb::metrics::{Metrics, VipMetrics};
 use apilb::proxy::Proxy;
 
 /// Exit code for configuration and usage errors (sysexits EX_USAGE).
@@ -134,6 +134,14 @@ fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         let controls = control::signals().context("installing signal handlers")?;
         let drain = config.timeouts.drain;
         let metrics_listen = config.metrics.as_ref().map(|m| m.listen);
+        let vip_config = config.vip.clone();
+        // Host checks (interface, subnets) before anything is bound.
+        if let Some(v) = &vip_config {
+            if let Err(e) = apilb::vip::task::check_host(v).await {
+                eprintln!("{}: {e}", path.display());
+                return Ok(ExitCode::from(if e.is_config() { EXIT_CONFIG } else { EXIT_FAILURE }));
+            }
+        }
         let proxy = match Proxy::start(config, metrics) {
             Ok(p) => Arc::new(p),
             Err(e @ apilb::proxy::Error::HealthTls(_)) => {
@@ -141,6 +149,28 @@ fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
             Err(e) => return Err(e.into()),
+        };
+        let vip = match vip_config {
+            Some(v) => {
+                let vip_metrics = VipMetrics::new(&registry).context("registering VIP metrics")?;
+                let p = Arc::clone(&proxy);
+                let healthy: apilb::vip::task::HealthyCount = Arc::new(move || {
+                    p.backends()
+                        .snapshot()
+                        .iter()
+                        .filter(|b| b.state() == apilb::health::state::State::Up)
+                        .count()
+                });
+                match apilb::vip::Vip::start(v, healthy, vip_metrics).await {
+                    Ok(vip) => Some(Arc::new(vip)),
+                    Err(e) => {
+                        eprintln!("{}: {e}", path.display());
+                        proxy.shutdown(std::time::Duration::ZERO).await;
+                        return Ok(ExitCode::from(if e.is_config() { EXIT_CONFIG } else { EXIT_FAILURE }));
+                    }
+                }
+            }
+            None => None,
         };
         let stop_admin = CancellationToken::new();
         let admin_task = match metrics_listen {
@@ -151,13 +181,14 @@ fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                 let state = Arc::new(AdminState {
                     proxy: Arc::clone(&proxy),
                     registry,
+                    vip: vip.clone(),
                 });
                 Some(tokio::spawn(admin::serve(listener, state, stop_admin.clone())))
             }
             None => None,
         };
         tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "apilb serving");
-        control::supervise(&proxy, &path, drain, controls).await;
+        control::supervise(&proxy, vip.as_deref(), &path, drain, controls).await;
         stop_admin.cancel();
         if let Some(t) = admin_task {
             let _ = t.await;

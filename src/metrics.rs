@@ -296,3 +296,119 @@ impl Metrics {
         Self::new(&Registry::new()).expect("metrics register on an empty registry")
     }
 }
+
+/// The VIP's metrics, registered only when the config has a `vip` section.
+#[derive(Debug, Clone)]
+pub struct VipMetrics {
+    /// `apilb_vip_state{state}`: 1 for the VRRP state we are in, else 0.
+    pub state: IntGaugeVec,
+    /// `apilb_vip_priority`: the effective priority (after tracking).
+    pub priority: IntGauge,
+    /// `apilb_vip_transitions_total{from,to,reason}`.
+    pub transitions: IntCounterVec,
+    /// `apilb_vip_adverts_sent_total`.
+    pub adverts_sent: IntCounter,
+    /// `apilb_vip_advert_send_errors_total`.
+    pub send_errors: IntCounter,
+    /// `apilb_vip_adverts_received_total`: valid adverts for our VRID from other routers.
+    pub adverts_received: IntCounter,
+    /// `apilb_vip_invalid_packets_total{reason}`: dropped packets by reason.
+    pub invalid: IntCounterVec,
+    /// `apilb_vip_split_brain_total{outcome}`: another master seen while master
+    /// (`yielded`, `kept`).
+    pub split_brain: IntCounterVec,
+    /// `apilb_vip_takeover_duration_seconds`: from the decision to become master until the
+    /// addresses are on the interface and announced.
+    pub takeover: prometheus::Histogram,
+    /// `apilb_vip_address_errors_total{op}`: failed address changes (`add`, `remove`).
+    pub address_errors: IntCounterVec,
+}
+
+impl VipMetrics {
+    /// Create the metrics and register them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let r = registry;
+        let state = IntGaugeVec::new(
+            Opts::new(
+                "apilb_vip_state",
+                "1 for the VRRP state this LB is in, else 0.",
+            ),
+            &["state"],
+        )?;
+        r.register(Box::new(state.clone()))?;
+        let priority = IntGauge::with_opts(Opts::new(
+            "apilb_vip_priority",
+            "Effective VRRP priority after health tracking.",
+        ))?;
+        r.register(Box::new(priority.clone()))?;
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            r.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let c = |name: &str, help: &str| {
+            let c = IntCounter::with_opts(Opts::new(name, help))?;
+            r.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let takeover = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "apilb_vip_takeover_duration_seconds",
+                "Time from deciding to become VRRP master until the addresses are added and announced.",
+            )
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+        )?;
+        r.register(Box::new(takeover.clone()))?;
+        let m = Self {
+            state,
+            priority,
+            transitions: cv(
+                "apilb_vip_transitions_total",
+                "VRRP state changes.",
+                &["from", "to", "reason"],
+            )?,
+            adverts_sent: c("apilb_vip_adverts_sent_total", "VRRP adverts sent.")?,
+            send_errors: c(
+                "apilb_vip_advert_send_errors_total",
+                "VRRP adverts that could not be sent.",
+            )?,
+            adverts_received: c(
+                "apilb_vip_adverts_received_total",
+                "Valid VRRP adverts for our virtual router received from others.",
+            )?,
+            invalid: cv(
+                "apilb_vip_invalid_packets_total",
+                "VRRP packets dropped, by reason.",
+                &["reason"],
+            )?,
+            split_brain: cv(
+                "apilb_vip_split_brain_total",
+                "Another master seen while master, by outcome.",
+                &["outcome"],
+            )?,
+            takeover,
+            address_errors: cv(
+                "apilb_vip_address_errors_total",
+                "Failed virtual address changes, by operation.",
+                &["op"],
+            )?,
+        };
+        for reason in crate::vip::packet::Invalid::ALL {
+            m.invalid.with_label_values(&[reason.as_str()]);
+        }
+        for s in crate::vip::fsm::State::ALL {
+            m.state.with_label_values(&[s.as_str()]);
+        }
+        m.state.with_label_values(&["initialize"]).set(1);
+        Ok(m)
+    }
+
+    /// Show `state` as the current one.
+    pub fn set_state(&self, state: crate::vip::fsm::State) {
+        for s in crate::vip::fsm::State::ALL {
+            self.state
+                .with_label_values(&[s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+}

@@ -8,6 +8,7 @@
 mod health;
 mod locate;
 mod raw;
+mod vip;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -20,6 +21,7 @@ pub use health::*;
 use locate::Locations;
 pub use locate::Position;
 use raw::{FileConfig, RawHealth, Scalar};
+pub use vip::*;
 
 /// Default balancing algorithm: long-lived watches make least-connections the sane choice.
 pub const DEFAULT_BALANCE: Balance = Balance::LeastConnections;
@@ -74,6 +76,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// `metrics`: the HTTP endpoint; `None` when the section is absent.
     pub metrics: Option<MetricsConfig>,
+    /// `vip`: VRRPv3 failover of the virtual addresses; `None` when the section is absent.
+    pub vip: Option<VipConfig>,
     /// `resolvers` and `dnsTtl`: how DNS-named backends are resolved.
     pub dns: DnsConfig,
 }
@@ -394,6 +398,7 @@ impl Checker {
         let (backends, health) = self.backends(&raw.backends, raw.health.as_ref());
         let metrics = raw.metrics.as_ref().and_then(|m| self.metrics(m));
         let dns = self.dns(raw.resolvers.as_deref(), &raw.dns_ttl);
+        let vip = raw.vip.as_ref().map(|v| self.vip(v));
         let balance = self.choice(raw.balance.as_ref(), "balance", Balance::NAMES);
         let max_connections = self.number(
             raw.max_connections.as_ref(),
@@ -463,6 +468,7 @@ impl Checker {
             health,
             metrics,
             dns,
+            vip: vip.flatten(),
         })
     }
 

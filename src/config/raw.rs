@@ -30,6 +30,7 @@ pub(crate) struct FileConfig {
     pub(crate) resolvers: Option<Vec<Scalar>>,
     #[serde(default)]
     pub(crate) dns_ttl: RawDnsTtl,
+    pub(crate) vip: Option<RawVip>,
 }
 
 /// `dnsTtl:`: bounds on how long a DNS answer is used before asking again.
@@ -38,6 +39,32 @@ pub(crate) struct FileConfig {
 pub(crate) struct RawDnsTtl {
     pub(crate) min: Option<Scalar>,
     pub(crate) max: Option<Scalar>,
+}
+
+/// `vip:`: VRRPv3 failover of the listening addresses.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawVip {
+    pub(crate) interface: Scalar,
+    pub(crate) vrid: Scalar,
+    pub(crate) addresses: Vec<Scalar>,
+    pub(crate) priority: Option<Scalar>,
+    pub(crate) advert_interval: Option<Scalar>,
+    pub(crate) preempt: Option<Scalar>,
+    pub(crate) preempt_delay: Option<Scalar>,
+    #[serde(default)]
+    pub(crate) unicast_peers: Vec<Scalar>,
+    pub(crate) checksum: Option<Scalar>,
+    pub(crate) track: Option<RawTrack>,
+}
+
+/// `vip.track:`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawTrack {
+    pub(crate) healthy_backends_below: Scalar,
+    pub(crate) weight: Option<Scalar>,
+    pub(crate) hold: Option<Scalar>,
 }
 
 /// `metrics:`: the HTTP endpoint for metrics, status and backend state changes.

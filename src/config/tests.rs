@@ -115,7 +115,7 @@ fn bad_configs_get_exact_errors() {
         // 2. Unknown top-level key (a typo).
         (
             "listen: [\"127.0.0.1:6443\"]\nbackend: []\n",
-            "lb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`",
+            "lb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`",
         ),
         // 3. Unknown key inside a backend.
         (
@@ -252,4 +252,108 @@ fn durations_need_units() {
     assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
     assert!(parse_duration("30").is_err());
     assert!(parse_duration("").is_err());
+}
+
+const VIP_HEAD: &str =
+    "listen: [\"0.0.0.0:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\n";
+
+#[test]
+fn vip_section_parses_with_every_key() {
+    let src = format!(
+        "{VIP_HEAD}vip:\n  interface: eth0\n  vrid: 51\n  addresses: [\"10.0.0.100/24\", \"fd00::100/64\", 10.0.0.101]\n  priority: 150\n  advertInterval: 50ms\n  preempt: false\n  preemptDelay: 2s\n  unicastPeers: [10.0.0.12, \"fd00::12\"]\n  checksum: rfc9568\n  track: {{healthyBackendsBelow: 2, weight: 60, hold: 500ms}}\n"
+    );
+    let c = Config::from_yaml(&src, "lb.yaml")
+        .expect("valid")
+        .vip
+        .expect("vip");
+    assert_eq!(c.interface, "eth0");
+    assert_eq!(c.vrid, 51);
+    assert_eq!(c.addresses.len(), 3);
+    assert_eq!(c.addresses[0].to_string(), "10.0.0.100/24");
+    assert_eq!(c.addresses[1].to_string(), "fd00::100/64");
+    assert_eq!(c.addresses[2].to_string(), "10.0.0.101/32");
+    assert_eq!(c.priority, 150);
+    assert_eq!(c.advert_interval, Duration::from_millis(50));
+    assert_eq!(c.advert_interval_cs(), 5);
+    assert!(!c.preempt);
+    assert_eq!(c.preempt_delay, Duration::from_secs(2));
+    assert_eq!(c.unicast_peers.len(), 2);
+    assert_eq!(c.checksum, ChecksumStyle::Rfc9568);
+    assert_eq!(
+        c.track,
+        Some(TrackConfig {
+            healthy_backends_below: 2,
+            weight: 60,
+            hold: Duration::from_millis(500)
+        })
+    );
+}
+
+#[test]
+fn vip_defaults_are_the_named_constants() {
+    let src = format!(
+        "{VIP_HEAD}vip: {{interface: eth0, vrid: 7, addresses: [10.0.0.100/24], track: {{healthyBackendsBelow: 1}}}}\n"
+    );
+    let c = Config::from_yaml(&src, "lb.yaml")
+        .expect("valid")
+        .vip
+        .expect("vip");
+    assert_eq!(c.priority, DEFAULT_VIP_PRIORITY);
+    assert_eq!(c.advert_interval, DEFAULT_ADVERT_INTERVAL);
+    assert_eq!(c.preempt, DEFAULT_PREEMPT);
+    assert_eq!(c.preempt_delay, DEFAULT_PREEMPT_DELAY);
+    assert_eq!(c.checksum, DEFAULT_CHECKSUM);
+    assert!(c.unicast_peers.is_empty());
+    let t = c.track.expect("track");
+    assert_eq!(t.weight, DEFAULT_TRACK_WEIGHT);
+    assert_eq!(t.hold, DEFAULT_TRACK_HOLD);
+    assert!(
+        Config::from_yaml(VIP_HEAD, "x")
+            .expect("valid")
+            .vip
+            .is_none()
+    );
+}
+
+/// Each bad `vip:` section and the exact report it gets.
+#[test]
+fn bad_vip_sections_get_exact_errors() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "vip: {interface: eth0, vrid: 0, addresses: [10.0.0.100/24]}\n",
+            "lb.yaml:3:30: vip.vrid: 0 is out of range (1 to 255)",
+        ),
+        (
+            "vip: {interface: eth0, vrid: 51, addresses: [10.0.0.100/33, 224.0.0.18, fd00::1/64, fd00::1]}\n",
+            "lb.yaml:3:46: vip.addresses[0]: \"10.0.0.100/33\" is not a valid address: \"/33\" is not a prefix length (0 to 32)\nlb.yaml:3:61: vip.addresses[1]: \"224.0.0.18\" is not a valid address: 224.0.0.18 cannot be a virtual address\nlb.yaml:3:85: vip.addresses[3]: fd00::1 is listed twice",
+        ),
+        (
+            "vip:\n  interface: eth0\n  vrid: 51\n  addresses: []\n  priority: 255\n  advertInterval: 15ms\n",
+            "lb.yaml:6:14: vip.addresses: needs at least one address, e.g. [\"10.0.0.100/24\"]\nlb.yaml:7:13: vip.priority: 255 is out of range (1 to 254)\nlb.yaml:8:19: vip.advertInterval: 15ms is not a whole number of centiseconds (VRRPv3 sends 10 ms units)",
+        ),
+        (
+            "vip:\n  interface: eth0\n  vrid: 51\n  addresses: [10.0.0.100]\n  advertInterval: 41s\n  checksum: cisco\n  unicastPeers: [peer-1]\n  preempt: maybe\n",
+            "lb.yaml:7:19: vip.advertInterval: 41s is out of range (10ms to 40.95s)\nlb.yaml:8:13: vip.checksum: \"cisco\" is not one of keepalived, rfc9568\nlb.yaml:9:18: vip.unicastPeers[0]: \"peer-1\" is not an IP address\nlb.yaml:10:12: vip.preempt: \"maybe\" is not true or false",
+        ),
+        (
+            "vip:\n  interface: \"my/eth0\"\n  vrid: 51\n  addresses: [10.0.0.100]\n  track: {healthyBackendsBelow: 0, weight: 254}\n",
+            "lb.yaml:4:14: vip.interface: \"my/eth0\" is not an interface name (1-15 characters, no /)\nlb.yaml:7:33: vip.track.healthyBackendsBelow: 0 is out of range (1 to 10000)\nlb.yaml:7:44: vip.track.weight: 254 is out of range (1 to 253)",
+        ),
+        (
+            "vip: {interface: eth0, vrid: 51, addresses: [10.0.0.100], vmac: true}\n",
+            "lb.yaml:3:59: vip: unknown field `vmac`, expected one of `interface`, `vrid`, `addresses`, `priority`, `advertInterval`, `preempt`, `preemptDelay`, `unicastPeers`, `checksum`, `track`",
+        ),
+        (
+            "vip: {interface: eth0, addresses: [10.0.0.100]}\n",
+            "lb.yaml:3:6: vip: missing field `vrid`",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (tail, want)) in cases.iter().enumerate() {
+        let got = problems(&format!("{VIP_HEAD}{tail}"));
+        if got != *want {
+            failures.push(format!("case {}:\n  want: {want}\n  got:  {got}", i + 1));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

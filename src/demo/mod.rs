@@ -139,6 +139,7 @@ pub async fn run(
         Arc::new(AdminState {
             proxy: Arc::clone(&proxy),
             registry,
+            vip: None,
         }),
         stop_admin.clone(),
     ));
@@ -374,7 +375,7 @@ async fn command(line: &str, masters: &[Arc<Standin>], proxy: &Proxy) -> Reply {
 }
 
 fn status_text(masters: &[Arc<Standin>], proxy: &Proxy) -> String {
-    let mut s = admin::status_table(&admin::status(proxy));
+    let mut s = admin::status_table(&admin::status(proxy, None));
     s.push_str("\nstand-ins: ");
     let parts: Vec<String> = masters
         .iter()

@@ -17,3 +17,4 @@ mod lifecycle;
 mod metrics;
 mod pki;
 mod proxy;
+mod vip;

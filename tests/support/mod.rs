@@ -5,6 +5,7 @@
 
 pub mod apiserver;
 pub mod dns;
+pub mod netns;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -172,10 +173,21 @@ impl LbProcess {
 
     /// As [`spawn`](Self::spawn), with a hook to adjust the command (e.g. a wrapper).
     pub fn spawn_with(yaml: &str, adjust: impl FnOnce(&mut Command)) -> Self {
+        Self::spawn_base(yaml, Command::new(env!("CARGO_BIN_EXE_apilb")), adjust)
+    }
+
+    /// As [`spawn`](Self::spawn), inside network namespace `ns` (`ip netns exec` execs, so
+    /// the child's pid is apilb's).
+    pub fn spawn_in_netns(ns: &str, yaml: &str) -> Self {
+        let mut base = Command::new("ip");
+        base.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_apilb")]);
+        Self::spawn_base(yaml, base, |_| {})
+    }
+
+    fn spawn_base(yaml: &str, mut cmd: Command, adjust: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("apilb.yaml");
         std::fs::write(&config, yaml).expect("write config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_apilb"));
         cmd.args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")

@@ -1,0 +1,429 @@
+//! The VIP task: feeds timers, packets and the healthy-backend count to the [`Fsm`] and carries
+//! out its actions through `net`. [`Vip`] is the handle `main` and `control` hold.
+//!
+//! ```text
+//!   raw socket ──packet──┐
+//!   deadline ───Timer────┼──> Fsm::handle ──actions──> send advert / add, remove addresses /
+//!   healthy() ──count────┤                             GARP+NA / metrics, status
+//!   Vip handle ──cmd─────┘ (reload, stop)
+//! ```
+//! The select is biased towards the timer, so a flood of packets (valid or not) never delays
+//! our own adverts.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::fsm::{Action, Event, Fsm, Params, State};
+use super::net::{self, Sockets};
+use super::packet::{Advert, Invalid};
+use super::{Error, Interface, check_interface};
+use crate::config::VipConfig;
+use crate::metrics::VipMetrics;
+
+/// Gratuitous ARPs / NAs per address in one announcement burst (keepalived's
+/// `garp_master_repeat` default).
+pub const ANNOUNCE_BURST: usize = 5;
+/// How often the healthy-backend count is read for tracking.
+pub const HEALTH_POLL: Duration = Duration::from_millis(100);
+/// Longest a graceful stop waits for the priority-0 advert and the address removal.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The healthy-backend count source (the proxy's Up backends).
+pub type HealthyCount = Arc<dyn Fn() -> usize + Send + Sync>;
+
+/// The VIP as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VipStatus {
+    /// `initialize`, `backup` or `master`.
+    pub state: String,
+    /// VRID.
+    pub vrid: u8,
+    /// Interface.
+    pub interface: String,
+    /// The virtual addresses.
+    pub addresses: Vec<String>,
+    /// Effective priority (after tracking).
+    pub priority: u8,
+    /// Configured priority.
+    pub configured_priority: u8,
+    /// The master as far as we know (our own address when master).
+    pub master: Option<IpAddr>,
+}
+
+enum Command {
+    Reconfigure(Box<VipConfig>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// A running VRRP instance.
+#[derive(Debug)]
+pub struct Vip {
+    cmd: mpsc::Sender<Command>,
+    status: watch::Receiver<VipStatus>,
+    config: std::sync::Mutex<VipConfig>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Reconfigure(_) => "Reconfigure",
+            Command::Stop(_) => "Stop",
+        })
+    }
+}
+
+impl Vip {
+    /// Check `cfg` against the host (interface exists, addresses on its subnets), open the
+    /// sockets, remove leftover addresses and start as backup. Must run inside the runtime.
+    pub async fn start(
+        cfg: VipConfig,
+        healthy: HealthyCount,
+        metrics: VipMetrics,
+    ) -> Result<Vip, Error> {
+        let handle = net::netlink().map_err(|error| Error::Netlink {
+            interface: cfg.interface.clone(),
+            what: "opening rtnetlink",
+            error,
+        })?;
+        let iface = net::interface(&handle, &cfg.interface).await?;
+        let (src4, src6) = check_interface(&cfg, &iface)?;
+        let sockets = Sockets::open(&cfg, &iface, src4, src6)?;
+        let local = src4
+            .map(IpAddr::V4)
+            .or(src6.map(IpAddr::V6))
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let fsm = Fsm::new(params(&cfg, local));
+        let (status_tx, status) = watch::channel(status_of(&cfg, &fsm));
+        let (cmd, cmd_rx) = mpsc::channel(4);
+        if !iface.up {
+            tracing::warn!(interface = %iface.name, "vip: the interface is down");
+        }
+        let runner = Runner {
+            cfg: cfg.clone(),
+            fsm,
+            handle,
+            iface,
+            sockets,
+            metrics,
+            healthy,
+            status: status_tx,
+            send_error_logged: false,
+        };
+        tokio::spawn(runner.run(cmd_rx));
+        Ok(Vip {
+            cmd,
+            status,
+            config: std::sync::Mutex::new(cfg),
+        })
+    }
+
+    /// The current state.
+    pub fn status(&self) -> VipStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Wait until the state is `state` (tests, drills).
+    pub async fn wait_state(&self, state: State) {
+        let mut rx = self.status.clone();
+        let _ = rx.wait_for(|s| s.state == state.as_str()).await;
+    }
+
+    /// Apply the live-changeable settings of `new` (priority, interval, preemption,
+    /// tracking). The caller has checked [`super::live_change`].
+    pub async fn reload(&self, new: VipConfig) {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        let _ = self.cmd.send(Command::Reconfigure(Box::new(new))).await;
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> VipConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Graceful stop: a master sends a priority-0 advert and removes the addresses. Bounded
+    /// by [`STOP_TIMEOUT`].
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Stop(tx)).await.is_ok()
+            && tokio::time::timeout(STOP_TIMEOUT, rx).await.is_err()
+        {
+            tracing::warn!("vip: stop did not finish within {STOP_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Check `cfg` against the host without starting anything: the interface exists and the
+/// addresses fit its subnets.
+pub async fn check_host(cfg: &VipConfig) -> Result<(), Error> {
+    let handle = net::netlink().map_err(|error| Error::Netlink {
+        interface: cfg.interface.clone(),
+        what: "opening rtnetlink",
+        error,
+    })?;
+    let iface = net::interface(&handle, &cfg.interface).await?;
+    check_interface(cfg, &iface).map(|_| ())
+}
+
+fn params(cfg: &VipConfig, local: IpAddr) -> Params {
+    Params {
+        priority: cfg.priority,
+        interval: cfg.advert_interval,
+        preempt: cfg.preempt,
+        preempt_delay: cfg.preempt_delay,
+        track: cfg.track,
+        local,
+    }
+}
+
+fn status_of(cfg: &VipConfig, fsm: &Fsm) -> VipStatus {
+    VipStatus {
+        state: fsm.state().as_str().to_owned(),
+        vrid: cfg.vrid,
+        interface: cfg.interface.clone(),
+        addresses: cfg.addresses.iter().map(ToString::to_string).collect(),
+        priority: fsm.priority(),
+        configured_priority: cfg.priority,
+        master: fsm.master(),
+    }
+}
+
+struct Runner {
+    cfg: VipConfig,
+    fsm: Fsm,
+    handle: rtnetlink::Handle,
+    iface: Interface,
+    sockets: Sockets,
+    metrics: VipMetrics,
+    healthy: HealthyCount,
+    status: watch::Sender<VipStatus>,
+    send_error_logged: bool,
+}
+
+impl Runner {
+    async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
+        let own = self.sockets.sources();
+        self.metrics.priority.set(i64::from(self.fsm.priority()));
+        tracing::info!(
+            vrid = self.cfg.vrid,
+            interface = %self.cfg.interface,
+            priority = self.cfg.priority,
+            interval = ?self.cfg.advert_interval,
+            "vip: starting as backup"
+        );
+        let acts = self.fsm.handle(Event::Start, Instant::now());
+        self.execute(acts).await;
+        let mut poll = tokio::time::interval(HEALTH_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self.fsm.next_deadline();
+            let acts = tokio::select! {
+                biased;
+                () = sleep_until(deadline) => self.fsm.handle(Event::Timer, Instant::now()),
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Reconfigure(cfg)) => {
+                        let p = params(&cfg, self.fsm.params().local);
+                        self.cfg = *cfg;
+                        self.fsm.handle(Event::Reconfigure(p), Instant::now())
+                    }
+                    Some(Command::Stop(done)) => {
+                        let acts = self.fsm.handle(Event::Stop, Instant::now());
+                        self.execute(acts).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        // The handle is gone without a stop (process exit): release anyway.
+                        let acts = self.fsm.handle(Event::Stop, Instant::now());
+                        self.execute(acts).await;
+                        return;
+                    }
+                },
+                _ = poll.tick(), if self.cfg.track.is_some() => {
+                    let n = (self.healthy)();
+                    self.fsm.handle(Event::Healthy(n), Instant::now())
+                }
+                pkt = self.sockets.recv() => match pkt {
+                    Ok(Ok(r)) if own.contains(&r.src) => Vec::new(),
+                    Ok(Ok(r)) => {
+                        let valid = if !self.cfg.unicast_peers.is_empty()
+                            && !self.cfg.unicast_peers.contains(&r.src)
+                        {
+                            Err(Invalid::UnknownPeer)
+                        } else {
+                            let ours: Vec<IpAddr> = self.cfg.addresses.iter().map(|a| a.ip).collect();
+                            r.advert.check_for(self.cfg.vrid, &ours)
+                        };
+                        match valid {
+                            Ok(()) => {
+                                self.metrics.adverts_received.inc();
+                                self.fsm.handle(
+                                    Event::Advert {
+                                        from: r.src,
+                                        priority: r.advert.priority,
+                                        interval: Duration::from_millis(10 * u64::from(r.advert.interval_cs)),
+                                    },
+                                    Instant::now(),
+                                )
+                            }
+                            Err(why) => {
+                                self.invalid(why, Some(r.src));
+                                Vec::new()
+                            }
+                        }
+                    }
+                    Ok(Err(why)) => {
+                        self.invalid(why, None);
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "vip: receive failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        Vec::new()
+                    }
+                },
+            };
+            self.execute(acts).await;
+        }
+    }
+
+    fn invalid(&self, why: Invalid, from: Option<IpAddr>) {
+        self.metrics
+            .invalid
+            .with_label_values(&[why.as_str()])
+            .inc();
+        if why != Invalid::Vrid {
+            tracing::debug!(reason = %why, from = ?from, "vip: dropped a VRRP packet");
+        }
+    }
+
+    /// Carry out `acts` in order; an address failure feeds back into the FSM.
+    async fn execute(&mut self, acts: Vec<Action>) {
+        let started = Instant::now();
+        let mut queue = std::collections::VecDeque::from(acts);
+        let mut took_over = false;
+        while let Some(act) = queue.pop_front() {
+            match act {
+                Action::SendAdvert { priority } => self.send(priority),
+                Action::AddAddresses => {
+                    if let Err(e) =
+                        net::add_addresses(&self.handle, &self.iface, &self.cfg.addresses).await
+                    {
+                        self.metrics
+                            .address_errors
+                            .with_label_values(&["add"])
+                            .inc();
+                        tracing::error!("{e}");
+                        let more = self.fsm.handle(Event::AddressFailure, Instant::now());
+                        queue.clear();
+                        queue.extend(more);
+                    }
+                }
+                Action::RemoveAddresses => {
+                    if let Err(e) =
+                        net::remove_addresses(&self.handle, &self.iface, &self.cfg.addresses).await
+                    {
+                        self.metrics
+                            .address_errors
+                            .with_label_values(&["remove"])
+                            .inc();
+                        tracing::error!("{e}");
+                    }
+                }
+                Action::Announce => {
+                    for _ in 0..ANNOUNCE_BURST {
+                        if let Err(e) = self.sockets.announce(&self.cfg.addresses) {
+                            tracing::warn!(error = %e, "vip: gratuitous ARP/NA failed");
+                            break;
+                        }
+                    }
+                }
+                Action::Transition { from, to, reason } => {
+                    self.metrics.set_state(to);
+                    self.metrics
+                        .transitions
+                        .with_label_values(&[from.as_str(), to.as_str(), reason.as_str()])
+                        .inc();
+                    took_over |= to == State::Master;
+                    tracing::info!(
+                        vrid = self.cfg.vrid,
+                        priority = self.fsm.priority(),
+                        "vip: {from} -> {to} ({})",
+                        reason.as_str()
+                    );
+                }
+                Action::SplitBrain {
+                    peer,
+                    peer_priority,
+                    yielded,
+                } => {
+                    self.metrics
+                        .split_brain
+                        .with_label_values(&[if yielded { "yielded" } else { "kept" }])
+                        .inc();
+                    tracing::warn!(
+                        %peer,
+                        peer_priority,
+                        priority = self.fsm.priority(),
+                        yielded,
+                        "vip: two masters seen (split brain)"
+                    );
+                }
+                Action::PriorityChanged { from, to } => {
+                    self.metrics.priority.set(i64::from(to));
+                    tracing::warn!(
+                        "vip: priority {from} -> {to} (healthy-backend tracking or reload)"
+                    );
+                }
+            }
+        }
+        if took_over && self.fsm.state() == State::Master {
+            let d = started.elapsed();
+            self.metrics.takeover.observe(d.as_secs_f64());
+            tracing::info!(took = ?d, "vip: addresses added and announced");
+        }
+        let s = status_of(&self.cfg, &self.fsm);
+        self.status.send_if_modified(|old| {
+            let changed = *old != s;
+            *old = s;
+            changed
+        });
+    }
+
+    fn send(&mut self, priority: u8) {
+        let advert = Advert {
+            vrid: self.cfg.vrid,
+            priority,
+            interval_cs: self.cfg.advert_interval_cs(),
+            addresses: self.cfg.addresses.iter().map(|a| a.ip).collect(),
+        };
+        let (sent, err) = self.sockets.send(&advert);
+        self.metrics.adverts_sent.inc_by(sent as u64);
+        match err {
+            Some(e) => {
+                self.metrics.send_errors.inc();
+                // Once per streak: a down link fails every send.
+                if !self.send_error_logged {
+                    tracing::warn!(error = %e, "vip: advert not sent");
+                    self.send_error_logged = true;
+                }
+            }
+            None => self.send_error_logged = false,
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,222 @@
+//! A throwaway lab of network namespaces for the VIP tests: a switch namespace with a
+//! bridge and three nodes (`n1`, `n2`, `n3`), each with `eth0` at 10.251.0.1N/24. Nothing is
+//! created in the host's namespace; everything is deleted on drop, even after a failure.
+//!
+//! Needs root. [`Lab::new`] returns `None` (after printing why) when not root, and panics
+//! instead when `APILB_REQUIRE_PRIVILEGED=1`.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The lab subnet's VIP.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 100);
+
+/// Node `i`'s own address.
+pub fn node_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 251, 0, 10 + i)
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Lab {
+    pub prefix: String,
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether privileged tests can run; prints the reason when not, panics under
+/// APILB_REQUIRE_PRIVILEGED=1.
+pub fn privileged(what: &str) -> bool {
+    if std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0) {
+        return true;
+    }
+    if std::env::var("APILB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{what} needs root (APILB_REQUIRE_PRIVILEGED=1)");
+    }
+    eprintln!("skipped: {what} needs root (network namespaces, raw sockets)");
+    false
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Option<Lab> {
+        if !privileged("the VIP lab") || !super::have_tool("ip", "iproute2") {
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let lab = Lab {
+            prefix: format!("apilbt-{}-{n}-{tag}", std::process::id()),
+        };
+        let sw = lab.ns_name("sw");
+        run(&["netns", "add", &sw]);
+        run(&[
+            "-n",
+            &sw,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        run(&["-n", &sw, "link", "set", "br0", "up"]);
+        for i in 1..=3u8 {
+            let ns = lab.ns(i);
+            run(&["netns", "add", &ns]);
+            let port = format!("p{i}");
+            run(&[
+                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ]);
+            run(&["-n", &sw, "link", "set", &port, "master", "br0", "up"]);
+            run(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", node_ip(i)),
+                "dev",
+                "eth0",
+            ]);
+            run(&["-n", &ns, "link", "set", "eth0", "up"]);
+            run(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        Some(lab)
+    }
+
+    fn ns_name(&self, n: &str) -> String {
+        format!("{}-{n}", self.prefix)
+    }
+
+    /// Node `i`'s namespace name.
+    pub fn ns(&self, i: u8) -> String {
+        self.ns_name(&format!("n{i}"))
+    }
+
+    /// Whether node `i` has `ip` on eth0.
+    pub fn has_addr(&self, i: u8, ip: Ipv4Addr) -> bool {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns(i), "-4", "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip addr");
+        String::from_utf8_lossy(&out.stdout).contains(&format!("inet {ip}/"))
+    }
+
+    /// Set node `i`'s eth0 up or down.
+    pub fn link(&self, i: u8, up: bool) {
+        run(&[
+            "-n",
+            &self.ns(i),
+            "link",
+            "set",
+            "eth0",
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    /// A command run inside node `i` (`ip netns exec`, which execs: the child's pid is the
+    /// program's).
+    pub fn command(&self, i: u8, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(i), program]);
+        c
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in ["n1", "n2", "n3", "sw"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns_name(n)])
+                .output();
+        }
+    }
+}
+
+/// Run `f` on a fresh thread inside namespace `ns` (setns affects only that thread; sockets
+/// made there stay in `ns`).
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).expect("open netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// A TCP server in `ns` on `addr` that sends "ok\n" to every connection.
+pub fn tag_server(ns: &str, addr: SocketAddr) {
+    let listener = in_ns(ns, move || {
+        std::net::TcpListener::bind(addr).expect("bind backend")
+    });
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let _ = std::io::Write::write_all(&mut s, b"ok\n");
+        }
+    });
+}
+
+/// One connection from `ns` to `addr`: true if "ok\n" came back within 300 ms.
+pub fn reaches(ns: &str, addr: SocketAddr) -> bool {
+    in_ns(ns, move || {
+        let t = Duration::from_millis(300);
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, t) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(t));
+        let mut buf = [0u8; 3];
+        std::io::Read::read_exact(&mut s, &mut buf).is_ok() && &buf == b"ok\n"
+    })
+}
+
+/// Poll `cond` every 5 ms until it holds or `limit` passes; how long it took.
+pub fn poll(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// GET `path` from `addr` inside `ns`; the body.
+pub fn http_get_in(ns: &str, addr: SocketAddr, path: &str) -> String {
+    let path = path.to_owned();
+    in_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        std::io::Write::write_all(&mut s, req.as_bytes()).expect("write");
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).expect("read");
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
+    })
+}
+
+/// The value of metric line `name` (with labels) in a Prometheus text body, or 0.
+pub fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
