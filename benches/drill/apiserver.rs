@@ -72,7 +72,10 @@ pub(crate) fn main(opts: Opts) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    rt.block_on(serve(opts))
+    let result = rt.block_on(serve(opts));
+    // The stdin reader sits in a blocking thread that never returns: do not wait for it.
+    rt.shutdown_background();
+    result
 }
 
 async fn serve(opts: Opts) -> anyhow::Result<()> {

@@ -44,6 +44,9 @@ pub(crate) struct Record {
     pub(crate) end: Duration,
     /// The backend that answered (1-based) or why it failed.
     pub(crate) result: Result<usize, String>,
+    /// Persistent only: its connection had been closed under it (server, proxy or reset)
+    /// while idle, and this request opened a new one.
+    pub(crate) reopened: bool,
 }
 
 /// Shape of the load.
@@ -99,6 +102,7 @@ async fn new_connections(
             start: start - t0,
             end: Instant::now() - t0,
             result,
+            reopened: false,
         });
         sleep(pause).await;
     }
@@ -130,6 +134,13 @@ async fn persistent(
         sleep_until(next).await;
         let start = Instant::now();
         let deadline = start + REQUEST_LIMIT;
+        // A keep-alive connection the server or proxy already closed is not a failed
+        // request: like Go's HTTP transport, open a new one (counted as a reopen).
+        let mut reopened = false;
+        if conn.as_mut().is_some_and(|s| s.is_closed()) {
+            conn = None;
+            reopened = true;
+        }
         let result = async {
             let sender = match &mut conn {
                 Some(s) => s,
@@ -146,6 +157,7 @@ async fn persistent(
             start: start - t0,
             end: Instant::now() - t0,
             result,
+            reopened,
         });
         next = (next + PERSISTENT_PERIOD).max(Instant::now());
     }

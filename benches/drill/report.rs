@@ -44,6 +44,8 @@ pub(crate) struct Stats {
     /// Failed requests of the keep-alive connections at or after the event.
     pub(crate) persistent_failed: usize,
     pub(crate) persistent_total: usize,
+    /// Keep-alive connections found closed while idle and reopened, at or after the event.
+    pub(crate) persistent_reopened: usize,
     /// Start of the last new-connection request after the event that went to the affected
     /// backend (answered by it, or failed), relative to the event.
     pub(crate) last_to_affected: Option<Duration>,
@@ -94,6 +96,9 @@ impl Run {
                 Kind::Persistent => {
                     if r.end >= self.event_at {
                         s.persistent_total += 1;
+                        if r.reopened {
+                            s.persistent_reopened += 1;
+                        }
                         if failed {
                             s.persistent_failed += 1;
                         }
@@ -188,7 +193,7 @@ pub(crate) fn render(header: &[String], runs: &[Run], configs: &str) -> String {
     }
     out.push('\n');
     type Row = (&'static str, fn(&Run, &Stats) -> String);
-    let rows: [Row; 8] = [
+    let rows: [Row; 9] = [
         (
             "**failed requests, new connections started after the event**",
             |_, s| format!("**{}** of {}", s.new_failed, s.new_after),
@@ -199,6 +204,10 @@ pub(crate) fn render(header: &[String], runs: &[Run], configs: &str) -> String {
         ("persistent-connection failures after the event", |_, s| {
             format!("{} of {}", s.persistent_failed, s.persistent_total)
         }),
+        (
+            "keep-alive connections closed while idle, reopened",
+            |_, s| s.persistent_reopened.to_string(),
+        ),
         ("last new connection sent to b1 after the event", |_, s| {
             s.last_to_affected
                 .map_or("none".to_owned(), |d| format!("+{}", secs(d)))
