@@ -94,7 +94,10 @@ pub(crate) async fn start(
         }
     }
     cmd.stdin(std::process::Stdio::null());
-    let mut guard = ChildGuard::spawn(kind.label(), cmd, &dir.join(format!("{kind}.log")))?;
+    let log = dir.join(format!("{kind}.log"));
+    // One drill's log per run directory, not every drill's appended.
+    let _absent = std::fs::remove_file(&log);
+    let mut guard = ChildGuard::spawn(kind.label(), cmd, &log)?;
     let deadline = Instant::now() + READY_LIMIT;
     loop {
         if let Some(status) = guard.exited() {
