@@ -155,9 +155,8 @@ pub fn lb_host(c: &Cluster, h: &Node) -> String {
          systemctl daemon-reload\n\
          systemctl enable --now apilb\n\
          ```\n\n\
-         The VIP: apilb binds {vips} before this host holds it (`listener.freebind`); until apilb\n\
-         manages the VIP itself, a VRRP daemon (e.g. keepalived) must move it between the LB\n\
-         hosts. `{cpe_host}` must resolve to the VIP.\n\n\
+         The VIP: apilb binds {vips} before this host holds it (`listener.freebind`). {vip_owner}\n\
+         `{cpe_host}` must resolve to the VIP.\n\n\
          ## 3. Check\n\n```sh\n\
          apilb status\n\
          ```\n\n\
@@ -166,6 +165,16 @@ pub fn lb_host(c: &Cluster, h: &Node) -> String {
         name = h.name,
         pki = lb::PKI_DIR,
         cfg = lb::CONFIG_PATH,
+        vip_owner = match &c.load_balancer.vrrp {
+            Some(v) => format!(
+                "apilb moves it between the LB hosts itself (the `vip:` section: VRRPv3 on {}, VRID {}, \
+                 interoperable with keepalived); see docs/vip.md for the sysctls.",
+                v.interface, v.vrid
+            ),
+            None => "Without `loadBalancer.vrrp` in the cluster description, a VRRP daemon (e.g. \
+                     keepalived) must move it between the LB hosts."
+                .to_owned(),
+        },
         vips = vips.join(", "),
         cpe_host = match &c.control_plane_endpoint.host {
             crate::cluster::San::Dns(d) => d.clone(),

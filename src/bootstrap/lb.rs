@@ -35,6 +35,43 @@ pub struct LbConfig {
     pub health: Health,
     /// Metrics, status and backend admin on loopback.
     pub metrics: Metrics,
+    /// VRRP for the VIP, when the cluster description has `loadBalancer.vrrp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Vip>,
+}
+
+/// `vip`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Vip {
+    /// The interface on the VIP's subnet.
+    pub interface: String,
+    /// Same on every LB host.
+    pub vrid: u8,
+    /// `VIP/prefix`, one per family.
+    pub addresses: Vec<String>,
+    /// The first LB host listed is preferred: 150, then 140, 130... (at least 60).
+    pub priority: u8,
+    /// From the cluster description.
+    pub advert_interval: String,
+    /// Lower the priority when this host's proxy has no healthy backend.
+    pub track: Track,
+}
+
+/// `vip.track`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Track {
+    /// 1: with no backend up, this host gives the VIP to a healthier one.
+    pub healthy_backends_below: u32,
+    /// 100: 150 drops to 50, under every healthy backup.
+    pub weight: u32,
+}
+
+/// Priority of the LB host at `index` in `loadBalancer.hosts`.
+fn priority(index: usize) -> u8 {
+    let p = 150usize.saturating_sub(10 * index).max(60);
+    u8::try_from(p).unwrap_or(60)
 }
 
 /// `backends[]`.
@@ -90,8 +127,9 @@ pub struct Metrics {
     pub watch_certificates: Vec<String>,
 }
 
-/// The LB config of every LB host (they are identical: each listens on the VIP).
-pub fn config(c: &Cluster) -> LbConfig {
+/// The LB config of the LB host at `index` in `loadBalancer.hosts` (all listen on the VIP;
+/// with VRRP they differ only in priority).
+pub fn config(c: &Cluster, index: usize) -> LbConfig {
     let pki = |f: &str| format!("{PKI_DIR}/{f}");
     let port = c.control_plane_endpoint.port;
     LbConfig {
@@ -136,6 +174,25 @@ pub fn config(c: &Cluster) -> LbConfig {
             listen: METRICS_LISTEN.into(),
             watch_certificates: vec![pki("ca.crt"), pki(&format!("{HEALTH_CLIENT_BASE}.crt"))],
         },
+        vip: c.load_balancer.vrrp.as_ref().map(|v| Vip {
+            interface: v.interface.clone(),
+            vrid: v.vrid,
+            addresses: c
+                .load_balancer
+                .vips
+                .iter()
+                .map(|ip| {
+                    let len = if ip.is_ipv4() { v.prefix_length } else { 64 };
+                    format!("{ip}/{len}")
+                })
+                .collect(),
+            priority: priority(index),
+            advert_interval: v.advert_interval.clone(),
+            track: Track {
+                healthy_backends_below: 1,
+                weight: 100,
+            },
+        }),
     }
 }
 

@@ -397,10 +397,16 @@ fn generate(
             PUBLIC_MODE,
         );
     }
-    let lb_config = lb::to_yaml(&lb::config(c)).map(yaml);
-    for h in &c.load_balancer.hosts {
+    for (i, h) in c.load_balancer.hosts.iter().enumerate() {
         let dir = PathBuf::from(&h.name);
-        add(dir.join("apilb.yaml"), lb_config.clone(), PUBLIC_MODE);
+        // A generated LB config that apilb itself would refuse is a bug, reported as such.
+        let lb_config = lb::to_yaml(&lb::config(c, i)).map(yaml).and_then(|text| {
+            match crate::config::Config::from_yaml(&text, "apilb.yaml") {
+                Ok(_) => Ok(text),
+                Err(e) => Err(format!("not a valid LB config: {e}")),
+            }
+        });
+        add(dir.join("apilb.yaml"), lb_config, PUBLIC_MODE);
         add(
             dir.join("apilb.service"),
             Ok(lb::SYSTEMD_UNIT.to_owned()),
@@ -409,13 +415,6 @@ fn generate(
         add(dir.join("README.md"), Ok(docs::lb_host(c, h)), PUBLIC_MODE);
     }
     add(PathBuf::from(JOIN_MD), Ok(docs::join_md(c, s)), SECRET_MODE);
-    if let Ok(text) = &lb_config {
-        if let Err(e) = crate::config::Config::from_yaml(text, "apilb.yaml") {
-            problems.push(format!(
-                "generated apilb.yaml is not a valid LB config: {e}"
-            ));
-        }
-    }
     files
 }
 

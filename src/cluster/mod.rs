@@ -147,6 +147,22 @@ pub struct LoadBalancer {
     pub vips: Vec<IpAddr>,
     /// The LB machines themselves (may be empty).
     pub hosts: Vec<Node>,
+    /// `vrrp`: when set, the LB hosts move the VIP between them with VRRPv3.
+    pub vrrp: Option<Vrrp>,
+}
+
+/// `loadBalancer.vrrp`: VRRP settings shared by the LB hosts. The first host listed gets
+/// the highest priority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vrrp {
+    /// The LB hosts' interface on the VIP's subnet (the same name on every host).
+    pub interface: String,
+    /// Virtual router id, 1-255 (default 51).
+    pub vrid: u8,
+    /// Prefix length of the VIP's IPv4 subnet (default 24); IPv6 VIPs use 64.
+    pub prefix_length: u8,
+    /// Advertisement interval as written, e.g. `100ms` (default `100ms`).
+    pub advert_interval: String,
 }
 
 /// A machine with a name and an address (LB host, external etcd member).
@@ -287,6 +303,77 @@ impl Problems {
     }
 }
 
+/// Default `loadBalancer.vrrp.vrid`.
+pub const DEFAULT_VRID: u8 = 51;
+/// Default `loadBalancer.vrrp.prefixLength` (IPv4).
+pub const DEFAULT_VIP_PREFIX: u8 = 24;
+/// Default `loadBalancer.vrrp.advertInterval`.
+pub const DEFAULT_ADVERT_INTERVAL: &str = "100ms";
+
+fn check_vrrp(p: &mut Problems, v: &raw::RawVrrp) -> Option<Vrrp> {
+    let before = p.0.len();
+    let interface = match v.interface.as_deref().map(str::trim) {
+        None | Some("") => {
+            p.push(
+                "loadBalancer.vrrp.interface",
+                "is required: the LB hosts' interface on the VIP's subnet, e.g. eth0",
+            );
+            String::new()
+        }
+        Some(i)
+            if i.len() > 15
+                || !i
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) =>
+        {
+            p.push(
+                "loadBalancer.vrrp.interface",
+                format!("\"{i}\" is not a valid interface name"),
+            );
+            String::new()
+        }
+        Some(i) => i.to_owned(),
+    };
+    let vrid = match v.vrid {
+        None => DEFAULT_VRID,
+        Some(n @ 1..=255) => n as u8,
+        Some(n) => {
+            p.push(
+                "loadBalancer.vrrp.vrid",
+                format!("{n} is out of range (1 to 255)"),
+            );
+            DEFAULT_VRID
+        }
+    };
+    let prefix_length = match v.prefix_length {
+        None => DEFAULT_VIP_PREFIX,
+        Some(n @ 1..=32) => n as u8,
+        Some(n) => {
+            p.push(
+                "loadBalancer.vrrp.prefixLength",
+                format!("{n} is out of range (1 to 32)"),
+            );
+            DEFAULT_VIP_PREFIX
+        }
+    };
+    let advert_interval = v
+        .advert_interval
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ADVERT_INTERVAL.to_owned());
+    if let Err(e) = crate::config::parse_duration(&advert_interval) {
+        p.push(
+            "loadBalancer.vrrp.advertInterval",
+            format!("\"{advert_interval}\" is not a duration: {e}"),
+        );
+    }
+    (p.0.len() == before).then_some(Vrrp {
+        interface,
+        vrid,
+        prefix_length,
+        advert_interval,
+    })
+}
+
 fn parse_ip(p: &mut Problems, key: &str, s: &str) -> Option<IpAddr> {
     match s.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
@@ -425,6 +512,7 @@ impl TryFrom<RawCluster> for Cluster {
         // loadBalancer
         let mut vips = Vec::new();
         let mut lb_hosts = Vec::new();
+        let mut vrrp = None;
         match raw.load_balancer {
             None => p.push("loadBalancer", "is required"),
             Some(lb) => {
@@ -450,6 +538,9 @@ impl TryFrom<RawCluster> for Cluster {
                             }
                         }
                     }
+                }
+                if let Some(v) = &lb.vrrp {
+                    vrrp = check_vrrp(&mut p, v);
                 }
                 for (i, h) in lb.hosts.iter().enumerate() {
                     let key = format!("loadBalancer.hosts[{i}]");
@@ -691,6 +782,7 @@ impl TryFrom<RawCluster> for Cluster {
             load_balancer: LoadBalancer {
                 vips,
                 hosts: lb_hosts.into_iter().map(|(_, n)| n).collect(),
+                vrrp,
             },
             masters: masters.into_iter().map(|(_, m)| m).collect(),
             networking: Networking {

@@ -29,6 +29,17 @@ pub(crate) struct RawLoadBalancer {
     pub(crate) vip: Option<OneOrMany>,
     #[serde(default)]
     pub(crate) hosts: Vec<RawNode>,
+    pub(crate) vrrp: Option<RawVrrp>,
+}
+
+/// `loadBalancer.vrrp`: how the LB hosts move the VIP between them.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawVrrp {
+    pub(crate) interface: Option<String>,
+    pub(crate) vrid: Option<u64>,
+    pub(crate) prefix_length: Option<u64>,
+    pub(crate) advert_interval: Option<String>,
 }
 
 /// A scalar or a list of scalars (`vip: 10.0.0.100` or `vip: [10.0.0.100, fd00::100]`).

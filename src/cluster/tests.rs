@@ -273,3 +273,30 @@ fn load_names_the_file() {
         format!("cannot read cluster description {}", missing.display())
     );
 }
+
+#[test]
+fn vrrp_section() {
+    let c = Cluster::from_yaml(EXAMPLE).unwrap();
+    assert_eq!(
+        c.load_balancer.vrrp,
+        Some(Vrrp {
+            interface: "eth0".into(),
+            vrid: 51,
+            prefix_length: 24,
+            advert_interval: "100ms".into(),
+        })
+    );
+    let bad = example_with("    interface: eth0 ", "    interface: \"\" ")
+        .replacen("vrid: 51 ", "vrid: 300 ", 1)
+        .replacen("prefixLength: 24 ", "prefixLength: 33 ", 1)
+        .replacen("advertInterval: 100ms ", "advertInterval: fast ", 1);
+    assert_eq!(
+        problems(&bad),
+        [
+            "loadBalancer.vrrp.interface: is required: the LB hosts' interface on the VIP's subnet, e.g. eth0",
+            "loadBalancer.vrrp.vrid: 300 is out of range (1 to 255)",
+            "loadBalancer.vrrp.prefixLength: 33 is out of range (1 to 32)",
+            "loadBalancer.vrrp.advertInterval: \"fast\" is not a duration: write a number and a unit, e.g. 3s, 250ms or 1h30m",
+        ]
+    );
+}
