@@ -340,7 +340,7 @@ fn version(tls: &Arc<rustls::ClientConfig>) -> Result<String, String> {
         format!("GET /version HTTP/1.1\r\nHost: {VIP}:{PORT}\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     )
-    .map_err(|e| format!("write: {e}"))?;
+    .map_err(|e| format!("tls handshake or write: {e}"))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
