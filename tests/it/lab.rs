@@ -1,8 +1,9 @@
 //! The HA lab (issue 7): the whole system in network namespaces, run as an operator would.
 //!
 //! Six namespaces on one bridge (`tests/support/netns.rs`): `lb-1` and `lb-2` run `apilb
-//! serve` with the configs `apilb bootstrap` wrote, plus a `vip:` section (bootstrap does not
-//! write one yet, so the lab appends it; see [`lb_yaml`]); `master-1..3` each run a stand-in
+//! serve` with the configs `apilb bootstrap` wrote from `loadBalancer.vrrp` (vip section
+//! included; the lab changes only PKI paths and slow start, see [`lb_yaml`]); `master-1..3`
+//! each run a stand-in
 //! kube-apiserver process (`apilb demo-apiserver`) with the issued apiserver certificate; the
 //! client runs a load loop against the VIP (a new TCP + TLS connection per request, `GET
 //! /version` with admin.conf's client certificate, 5 s bound per request) and real `kubectl
@@ -55,7 +56,7 @@ fn master_name(i: usize) -> String {
 /// The cluster description: VIP 10.251.0.100 as the controlPlaneEndpoint.
 fn cluster_yaml() -> String {
     format!(
-        "kubernetesVersion: v1.31.2\ncontrolPlaneEndpoint: {VIP}:{PORT}\nloadBalancer:\n  vip: {VIP}\n  hosts:\n    - {{name: lb-1, address: {}}}\n    - {{name: lb-2, address: {}}}\nmasters:\n    - {{name: master-1, address: {}}}\n    - {{name: master-2, address: {}}}\n    - {{name: master-3, address: {}}}\npki: {{encryptionAlgorithm: ECDSA-P256}}\n",
+        "kubernetesVersion: v1.31.2\ncontrolPlaneEndpoint: {VIP}:{PORT}\nloadBalancer:\n  vip: {VIP}\n  hosts:\n    - {{name: lb-1, address: {}}}\n    - {{name: lb-2, address: {}}}\n  vrrp: {{interface: eth0, vrid: 51, prefixLength: 24, advertInterval: 100ms}}\nmasters:\n    - {{name: master-1, address: {}}}\n    - {{name: master-2, address: {}}}\n    - {{name: master-3, address: {}}}\npki: {{encryptionAlgorithm: ECDSA-P256}}\n",
         node_ip(LB[0]),
         node_ip(LB[1]),
         node_ip(MASTERS[0]),
@@ -64,11 +65,15 @@ fn cluster_yaml() -> String {
     )
 }
 
-/// `DIR/lb-N/apilb.yaml` as bootstrap wrote it, with the lab's changes: PKI paths into the
-/// output directory, a shorter slow start, and the `vip:` section (not written by bootstrap
-/// yet). `preempt: false`, so a restarted LB does not take the VIP back.
-fn lb_yaml(out: &Path, host: &str, priority: u8) -> String {
+/// `DIR/lb-N/apilb.yaml` as bootstrap wrote it (with the `vip:` section from
+/// `loadBalancer.vrrp`: lb-1 priority 150, lb-2 140, preemption on), with two changes for
+/// the lab: PKI paths into the output directory, and a shorter slow start.
+fn lb_yaml(out: &Path, host: &str) -> String {
     let text = std::fs::read_to_string(out.join(host).join("apilb.yaml")).expect("apilb.yaml");
+    assert!(
+        text.contains("\nvip:\n"),
+        "bootstrap wrote a vip section:\n{text}"
+    );
     let pki = out.join(host).join("pki");
     let text = text
         .replace("/etc/apilb/pki", &pki.display().to_string())
@@ -80,9 +85,7 @@ fn lb_yaml(out: &Path, host: &str, priority: u8) -> String {
         text.contains("slowStart"),
         "bootstrap's health section changed:\n{text}"
     );
-    format!(
-        "{text}vip:\n  interface: eth0\n  vrid: 51\n  addresses: [\"{VIP}/24\"]\n  priority: {priority}\n  advertInterval: 100ms\n  preempt: false\n"
-    )
+    text
 }
 
 /// A process in a lab namespace, its stderr collected; killed on drop.
@@ -162,11 +165,11 @@ fn start_master(lab: &Lab, out: &Path, i: usize) -> NsProc {
     p
 }
 
-fn start_lb(lab: &Lab, out: &Path, k: usize, priority: u8) -> LbProcess {
+fn start_lb(lab: &Lab, out: &Path, k: usize) -> LbProcess {
     let filter = std::env::var("APILB_LAB_LOG").unwrap_or_else(|_| "info".to_owned());
     let lb = LbProcess::spawn_in_netns_with(
         &lab.ns(LB[k]),
-        &lb_yaml(out, &format!("lb-{}", k + 1), priority),
+        &lb_yaml(out, &format!("lb-{}", k + 1)),
         |c| {
             c.env("RUST_LOG", filter);
         },
@@ -537,6 +540,14 @@ fn table(rows: &[Row]) -> String {
     s
 }
 
+/// Wait until lb-1 (the highest priority) alone holds the VIP, then a second more.
+fn settle_on_lb1(lab: &Lab) {
+    netns::poll(LIMIT, "lb-1 alone holds the VIP", || {
+        lab.has_addr(LB[0], VIP) && !lab.has_addr(LB[1], VIP)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 /// Which LB holds the VIP.
 fn active(lab: &Lab) -> usize {
     let holders: Vec<usize> = (0..2).filter(|&k| lab.has_addr(LB[k], VIP)).collect();
@@ -585,9 +596,9 @@ fn ha_lab_drills() {
     // Processes are declared after the lab, so they are dropped (killed) before it.
     let mut masters: Vec<Option<NsProc>> =
         (0..3).map(|i| Some(start_master(&lab, &out, i))).collect();
-    let mut lbs: Vec<Option<LbProcess>> = vec![Some(start_lb(&lab, &out, 0, 150)), None];
+    let mut lbs: Vec<Option<LbProcess>> = vec![Some(start_lb(&lab, &out, 0)), None];
     netns::poll(LIMIT, "lb-1 holds the VIP", || lab.has_addr(LB[0], VIP));
-    lbs[1] = Some(start_lb(&lab, &out, 1, 100));
+    lbs[1] = Some(start_lb(&lab, &out, 1));
     for i in 0..3 {
         wait_for(LIMIT, "every master up in lb-1", || {
             backend_state(&lab, LB[0], &master_name(i)) == "up"
@@ -629,14 +640,14 @@ fn ha_lab_drills() {
         end: Instant::now(),
         note: "detected = VIP on the backup".into(),
     });
-    // The killed LB comes back as a backup (preempt: false): no move.
+    // The killed LB comes back; lb-1 (priority 150) preempts and takes the VIP back (outside
+    // the drill windows).
     lbs[a] = None;
-    lbs[a] = Some(start_lb(&lab, &out, a, if a == 0 { 150 } else { 100 }));
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(active(&lab), b, "the restarted LB does not preempt");
+    lbs[a] = Some(start_lb(&lab, &out, a));
+    settle_on_lb1(&lab);
 
     // 2. SIGTERM the active LB: priority 0, VIP released, connections drained.
-    let a = b;
+    let a = active(&lab);
     let b = 1 - a;
     let t0 = Instant::now();
     lbs[a].as_ref().expect("lb").signal(Signal::SIGTERM);
@@ -682,8 +693,8 @@ fn ha_lab_drills() {
         ),
     });
     lbs[a] = None;
-    lbs[a] = Some(start_lb(&lab, &out, a, if a == 0 { 150 } else { 100 }));
-    std::thread::sleep(Duration::from_secs(1));
+    lbs[a] = Some(start_lb(&lab, &out, a));
+    settle_on_lb1(&lab);
     let lb = LB[active(&lab)];
 
     // 3. kill -9 master-1.
