@@ -64,6 +64,21 @@ pub enum Command {
         #[arg(long)]
         no_input: bool,
     },
+    /// One stand-in kube-apiserver of the demo, as its own process (for the HA lab, where
+    /// each master is a network namespace). Runs until SIGTERM; SIGUSR1 drains it like a
+    /// kube-apiserver shutdown (readyz fails, livez passes, then it exits).
+    #[command(hide = true)]
+    DemoApiserver {
+        /// Where to listen (the master's apiserver address).
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// The master's `pki/` directory (apiserver.crt, apiserver.key, ca.crt).
+        #[arg(long, value_name = "DIR")]
+        pki: PathBuf,
+        /// Its name, as reported in /version (`servedBy`).
+        #[arg(long)]
+        name: String,
+    },
     /// Show listeners and backends of a running apilb (from its /status endpoint).
     Status {
         /// The running apilb's `metrics.listen` address.

@@ -49,6 +49,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             metrics: metrics_address,
             interactive: !no_input,
         }),
+        Command::DemoApiserver { listen, pki, name } => demo_apiserver(listen, &pki, &name),
         Command::Status {
             metrics_address,
             json,
@@ -246,6 +247,50 @@ fn demo(opts: apilb::demo::DemoOptions) -> anyhow::Result<ExitCode> {
     // A read of standard input may still be pending in a blocking thread: do not wait for it.
     runtime.shutdown_background();
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// `apilb demo-apiserver` (hidden): one stand-in apiserver until SIGTERM (exit 0); SIGUSR1
+/// drains it, and the process exits when the drain has stopped it.
+fn demo_apiserver(listen: SocketAddr, pki: &Path, name: &str) -> anyhow::Result<ExitCode> {
+    use apilb::demo::standin::{DRAIN_DELAY, Mode, Standin};
+    use tokio::signal::unix::{SignalKind, signal};
+    let standin = match Standin::new(name, listen, pki) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut term = signal(SignalKind::terminate()).context("installing signal handlers")?;
+        let mut usr1 = signal(SignalKind::user_defined1()).context("installing signal handlers")?;
+        standin.start().await?;
+        tracing::info!(name, address = %listen, "stand-in apiserver serving");
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!(name, "SIGTERM: stopping");
+                    standin.stop();
+                    return Ok(ExitCode::SUCCESS);
+                }
+                _ = usr1.recv() => {
+                    tracing::info!(name, delay = ?DRAIN_DELAY, "SIGUSR1: draining (readyz fails, livez passes), then stopping");
+                    standin.drain();
+                }
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                    if standin.mode() == Mode::Stopped {
+                        tracing::info!(name, "drained: stopped");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Run a client command on a small runtime.

@@ -1,4 +1,4 @@
-//! The command line: `check-config`, `--version`, `--help`.
+//! The command line: `check-config`, `--version`, `--help`, the hidden `demo-apiserver`.
 
 use std::process::Command;
 
@@ -79,4 +79,28 @@ fn version_and_help_on_every_subcommand() {
             "{sub:?}"
         );
     }
+}
+
+/// The lab's per-process stand-in apiserver is hidden from `--help`, and a missing PKI
+/// directory is a usage error (64) naming the file.
+#[test]
+fn demo_apiserver_is_hidden_and_checks_its_pki() {
+    let help = apilb(&["--help"]);
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("demo-apiserver"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("nope");
+    let out = apilb(&[
+        "demo-apiserver",
+        "--listen",
+        "127.0.0.1:0",
+        "--pki",
+        pki.to_str().expect("utf-8 path"),
+        "--name",
+        "m",
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("apiserver.crt"),
+        "{out:?}"
+    );
 }

@@ -13,6 +13,7 @@ mod bootstrap;
 mod cli;
 mod demo;
 mod health;
+mod lab;
 mod lifecycle;
 mod metrics;
 mod pki;

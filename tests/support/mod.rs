@@ -179,9 +179,14 @@ impl LbProcess {
     /// As [`spawn`](Self::spawn), inside network namespace `ns` (`ip netns exec` execs, so
     /// the child's pid is apilb's).
     pub fn spawn_in_netns(ns: &str, yaml: &str) -> Self {
+        Self::spawn_in_netns_with(ns, yaml, |_| {})
+    }
+
+    /// As [`spawn_in_netns`](Self::spawn_in_netns), with a hook to adjust the command.
+    pub fn spawn_in_netns_with(ns: &str, yaml: &str, adjust: impl FnOnce(&mut Command)) -> Self {
         let mut base = Command::new("ip");
         base.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_apilb")]);
-        Self::spawn_base(yaml, base, |_| {})
+        Self::spawn_base(yaml, base, adjust)
     }
 
     fn spawn_base(yaml: &str, mut cmd: Command, adjust: impl FnOnce(&mut Command)) -> Self {

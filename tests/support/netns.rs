@@ -1,5 +1,6 @@
-//! A throwaway lab of network namespaces for the VIP tests: a switch namespace with a
-//! bridge and three nodes (`n1`, `n2`, `n3`), each with `eth0` at 10.251.0.1N/24. Nothing is
+//! A throwaway lab of network namespaces for the VIP tests and the HA lab: a switch namespace
+//! with a bridge and N nodes (`n1`, `n2`, ...; three by default), each with `eth0` at
+//! 10.251.0.(10+i)/24. Nothing is
 //! created in the host's namespace; everything is deleted on drop, even after a failure.
 //!
 //! Needs root. [`Lab::new`] returns `None` (after printing why) when not root, and panics
@@ -23,6 +24,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub struct Lab {
     pub prefix: String,
+    nodes: u8,
 }
 
 fn run(args: &[&str]) {
@@ -49,13 +51,21 @@ pub fn privileged(what: &str) -> bool {
 }
 
 impl Lab {
+    /// Three nodes.
     pub fn new(tag: &str) -> Option<Lab> {
+        Self::with_nodes(tag, 3)
+    }
+
+    /// `nodes` nodes (1-89, so addresses stay below the VIP).
+    pub fn with_nodes(tag: &str, nodes: u8) -> Option<Lab> {
+        assert!((1..90).contains(&nodes), "1-89 nodes");
         if !privileged("the VIP lab") || !super::have_tool("ip", "iproute2") {
             return None;
         }
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let lab = Lab {
             prefix: format!("apilbt-{}-{n}-{tag}", std::process::id()),
+            nodes,
         };
         let sw = lab.ns_name("sw");
         run(&["netns", "add", &sw]);
@@ -71,7 +81,7 @@ impl Lab {
             "0",
         ]);
         run(&["-n", &sw, "link", "set", "br0", "up"]);
-        for i in 1..=3u8 {
+        for i in 1..=nodes {
             let ns = lab.ns(i);
             run(&["netns", "add", &ns]);
             let port = format!("p{i}");
@@ -136,11 +146,14 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for n in ["n1", "n2", "n3", "sw"] {
+        for i in 1..=self.nodes {
             let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns_name(n)])
+                .args(["netns", "del", &self.ns(i)])
                 .output();
         }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_name("sw")])
+            .output();
     }
 }
 
