@@ -59,6 +59,23 @@ pub fn signals() -> std::io::Result<mpsc::Receiver<Control>> {
     Ok(rx)
 }
 
+/// Longest a VIP master waits on a graceful stop for an instant with no open connection
+/// before it hands the VIP over (bounded further by `timeouts.drain`).
+pub const VIP_RELEASE_IDLE_WAIT: Duration = Duration::from_secs(2);
+
+/// Wait until `proxy` has no open connection, polling every millisecond, for at most
+/// `limit`; true if it got there.
+async fn wait_idle(proxy: &Proxy, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while proxy.active_connections() > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
 /// Apply control messages to `proxy` (and `vip`) until it has shut down. `path` is re-read on
 /// Reload; `drain` is the running config's drain timeout (updated by each good reload).
 pub async fn supervise(
@@ -85,7 +102,23 @@ pub async fn supervise(
         }
     }
     if let Some(v) = vip {
-        tracing::info!("shutting down: releasing the VIP first");
+        // Connections open when the VIP moves die (the new master has no socket for them),
+        // so a master hands over at an instant when none is open, waiting a bounded time
+        // for one while it keeps serving.
+        if v.status().state == "master" {
+            let limit = drain.min(VIP_RELEASE_IDLE_WAIT);
+            if !wait_idle(proxy, limit).await {
+                tracing::info!(
+                    connections = proxy.active_connections(),
+                    "no idle instant within {}; releasing the VIP anyway",
+                    humantime::format_duration(limit)
+                );
+            }
+        }
+        tracing::info!(
+            connections = proxy.active_connections(),
+            "shutting down: releasing the VIP first"
+        );
         v.shutdown().await;
     }
     tracing::info!(drain = %humantime::format_duration(drain), connections = proxy.active_connections(), "shutting down: draining");
