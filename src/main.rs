@@ -143,6 +143,16 @@ fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(if e.is_config() { EXIT_CONFIG } else { EXIT_FAILURE }));
             }
         }
+        // The metrics address is bound before the proxy and the VIP start, so a busy port
+        // fails the start with nothing to undo.
+        let admin_listener = match metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let proxy = match Proxy::start(config, metrics) {
             Ok(p) => Arc::new(p),
             Err(e @ apilb::proxy::Error::HealthTls(_)) => {
@@ -174,11 +184,8 @@ fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             None => None,
         };
         let stop_admin = CancellationToken::new();
-        let admin_task = match metrics_listen {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+        let admin_task = match admin_listener {
+            Some(listener) => {
                 let state = Arc::new(AdminState {
                     proxy: Arc::clone(&proxy),
                     registry,
