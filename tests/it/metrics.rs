@@ -270,3 +270,32 @@ fn status_without_a_running_apilb_says_so() {
         "{err}"
     );
 }
+
+#[test]
+fn a_busy_metrics_address_fails_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lb.yaml");
+    let listen = addr();
+    std::fs::write(
+        &path,
+        lb_yaml(
+            &[listen],
+            &[("a", dead_addr())],
+            &format!("metrics: {{listen: \"{busy}\"}}\n"),
+        ),
+    )
+    .expect("write");
+    let out = apilb_cmd(&["serve", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "error: metrics.listen: cannot listen on {busy}: Address already in use"
+        )),
+        "{err}"
+    );
+    // Nothing was left listening on the proxy address.
+    assert!(std::net::TcpStream::connect(listen).is_err());
+}
