@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -98,13 +100,17 @@ pub(crate) async fn add_addresses(
     addrs: &[VipAddress],
 ) -> Result<(), Error> {
     for a in addrs {
-        if let Err(e) = handle
-            .address()
-            .add(iface.index, a.ip, a.prefix)
-            .replace()
-            .execute()
-            .await
-        {
+        let mut req = handle.address().add(iface.index, a.ip, a.prefix).replace();
+        if a.ip.is_ipv6() {
+            // No duplicate address detection: a VIP is shared by design (a crashed master
+            // may still hold it), and DAD would leave it tentative, then failed and unusable.
+            // keepalived adds IPv6 VIPs the same way.
+            let msg = req.message_mut();
+            msg.header.flags |= AddressHeaderFlags::Nodad;
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        if let Err(e) = req.execute().await {
             return Err(Error::Netlink {
                 interface: iface.name.clone(),
                 what: "adding a virtual address",

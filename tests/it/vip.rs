@@ -35,6 +35,15 @@ fn lb_yaml(priority: u8) -> String {
     )
 }
 
+/// As [`lb_yaml`], with unicast adverts to `peer` instead of multicast.
+fn lb_yaml_unicast(priority: u8, peer: u8) -> String {
+    format!(
+        "{}  unicastPeers: [\"{}\"]\n",
+        lb_yaml(priority),
+        node_ip(peer)
+    )
+}
+
 fn lab_with_backend(tag: &str) -> Option<Lab> {
     let lab = Lab::new(tag)?;
     netns::tag_server(&lab.ns(3), SocketAddr::from((node_ip(3), BACKEND_PORT)));
@@ -126,6 +135,92 @@ fn two_apilb_fail_over_kill_term_and_link_down() {
     });
     client_reaches_vip(&lab);
     drop(a);
+}
+
+/// Unicast peers: the same failover with adverts sent to the peer's address only.
+#[test]
+fn two_apilb_fail_over_with_unicast_peers() {
+    let Some(lab) = lab_with_backend("ucast") else {
+        return;
+    };
+    let start = |i: u8, priority: u8, peer: u8| {
+        let lb = LbProcess::spawn_in_netns(&lab.ns(i), &lb_yaml_unicast(priority, peer));
+        poll(LIMIT, "apilb vip started", || {
+            lb.log().contains("initialize -> backup")
+        });
+        lb
+    };
+    let mut a = start(1, 150, 2);
+    let _b = start(2, 100, 1);
+    poll(LIMIT, "n1 holds the VIP", || lab.has_addr(1, VIP));
+    // The backup hears the master's unicast adverts: it stays backup.
+    poll(LIMIT, "n2 backup", || {
+        vip_status(&lab, 2).contains("\"state\": \"backup\"")
+    });
+    assert!(!lab.has_addr(2, VIP));
+    client_reaches_vip(&lab);
+
+    kill(&mut a, Signal::SIGKILL);
+    let took = poll(LIMIT, "n2 holds the VIP after kill -9", || {
+        lab.has_addr(2, VIP)
+    });
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    client_reaches_vip(&lab);
+
+    let a = start(1, 150, 2);
+    poll(LIMIT, "n1 takes the VIP back", || {
+        lab.has_addr(1, VIP) && !lab.has_addr(2, VIP)
+    });
+    client_reaches_vip(&lab);
+    drop(a);
+}
+
+/// An IPv6 VIP (VRRPv3 over IPv6 multicast, unsolicited neighbour advertisements): kill -9
+/// of the master moves it to the backup and a client reaches it again.
+#[test]
+fn ipv6_vip_fails_over() {
+    let Some(lab) = lab_with_backend("v6") else {
+        return;
+    };
+    let vip6: std::net::Ipv6Addr = "fd51::100".parse().expect("ip");
+    for i in 1..=3 {
+        lab.add_addr6(i, &format!("fd51::1{i}/64"));
+    }
+    for i in 1..=3 {
+        lab.wait_link_local(i);
+    }
+    let yaml = |priority: u8| {
+        format!(
+            "listen: [\"[{vip6}]:{PORT}\"]\nbackends: [{{name: b, address: \"{}:{BACKEND_PORT}\"}}]\nmetrics: {{listen: \"{ADMIN}\"}}\ntimeouts: {{drain: 1s}}\nvip:\n  interface: eth0\n  vrid: 52\n  addresses: [\"{vip6}/64\"]\n  priority: {priority}\n  advertInterval: 100ms\n",
+            node_ip(3)
+        )
+    };
+    let start = |i: u8, priority: u8| {
+        let lb = LbProcess::spawn_in_netns(&lab.ns(i), &yaml(priority));
+        poll(LIMIT, "apilb vip started", || {
+            lb.log().contains("initialize -> backup")
+        });
+        lb
+    };
+    let vip = SocketAddr::from((vip6, PORT));
+    let mut a = start(1, 150);
+    let _b = start(2, 100);
+    poll(LIMIT, "n1 holds the IPv6 VIP", || lab.has_addr6(1, vip6));
+    poll(LIMIT, "n2 backup", || {
+        vip_status(&lab, 2).contains("\"state\": \"backup\"")
+    });
+    assert!(!lab.has_addr6(2, vip6));
+    poll(LIMIT, "client reaches the IPv6 VIP", || {
+        reaches(&lab.ns(3), vip)
+    });
+
+    kill(&mut a, Signal::SIGKILL);
+    poll(LIMIT, "n2 holds the IPv6 VIP after kill -9", || {
+        lab.has_addr6(2, vip6)
+    });
+    poll(LIMIT, "client reaches the IPv6 VIP again", || {
+        reaches(&lab.ns(3), vip)
+    });
 }
 
 fn lab_signal_and_wait(lb: &mut LbProcess, sig: Signal) {

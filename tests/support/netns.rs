@@ -123,6 +123,58 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).contains(&format!("inet {ip}/"))
     }
 
+    /// Whether node `i` has the IPv6 address `ip` on eth0.
+    pub fn has_addr6(&self, i: u8, ip: std::net::Ipv6Addr) -> bool {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns(i), "-6", "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip addr");
+        String::from_utf8_lossy(&out.stdout).contains(&format!("inet6 {ip}/"))
+    }
+
+    /// Give node `i` an IPv6 address on eth0 (no duplicate address detection, so it is
+    /// usable at once).
+    pub fn add_addr6(&self, i: u8, cidr: &str) {
+        run(&[
+            "-n",
+            &self.ns(i),
+            "addr",
+            "add",
+            cidr,
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+    }
+
+    /// Wait until node `i`'s IPv6 link-local address has passed duplicate address
+    /// detection (VRRP over IPv6 sends from it).
+    pub fn wait_link_local(&self, i: u8) {
+        poll(
+            Duration::from_secs(10),
+            "IPv6 link-local address ready",
+            || {
+                let out = Command::new("ip")
+                    .args([
+                        "-n",
+                        &self.ns(i),
+                        "-6",
+                        "-o",
+                        "addr",
+                        "show",
+                        "dev",
+                        "eth0",
+                        "scope",
+                        "link",
+                    ])
+                    .output()
+                    .expect("ip addr");
+                let text = String::from_utf8_lossy(&out.stdout);
+                text.contains("inet6 fe80") && !text.contains("tentative")
+            },
+        );
+    }
+
     /// Set node `i`'s eth0 up or down.
     pub fn link(&self, i: u8, up: bool) {
         run(&[
