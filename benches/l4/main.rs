@@ -9,6 +9,8 @@
 //! `report` (medians and markdown tables).
 
 mod backend;
+#[path = "../common/mod.rs"]
+mod common;
 mod load;
 mod procfs;
 mod proxy;
@@ -112,45 +114,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Dropping the `run` future on a signal drops every process guard in it.
-    let result = rt.block_on(async {
-        tokio::select! {
-            r = run(args) => r.map_err(|e| (e, ExitCode::FAILURE)),
-            sig = interrupted() => Err((anyhow::anyhow!("interrupted by {sig}"), ExitCode::from(130))),
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err((e, code)) => {
-            eprintln!("error: {e:#}");
-            code
-        }
-    }
-}
-
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        },
-        Err(_) => {
-            let _ignored = tokio::signal::ctrl_c().await;
-            "SIGINT"
-        }
-    }
+    common::run_until_interrupted(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
