@@ -541,11 +541,30 @@ fn table(rows: &[Row]) -> String {
 }
 
 /// Wait until lb-1 (the highest priority) alone holds the VIP, then a second more.
-fn settle_on_lb1(lab: &Lab) {
+/// Wait until lb-1 alone holds the VIP again (preemption after a restart) and the client's
+/// traffic has settled on it: requests started a second later all succeed for a second.
+/// Without the second part, a client whose ARP entry still pointed at the demoted LB could
+/// stall on SYN retries into the next drill's window.
+fn settle_on_lb1(lab: &Lab, load: &Load) {
     netns::poll(LIMIT, "lb-1 alone holds the VIP", || {
         lab.has_addr(LB[0], VIP) && !lab.has_addr(LB[1], VIP)
     });
+    let held = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
+    wait_for(LIMIT, "client traffic settled on lb-1", || {
+        let records = load.records();
+        let mut recent = records
+            .iter()
+            .filter(|r| !r.kubectl && r.start >= held + Duration::from_secs(1));
+        let Some(first_ok) = recent.clone().find(|r| r.result.is_ok()).map(|r| r.start) else {
+            return false;
+        };
+        // A second of requests after the first success, none failed.
+        recent.all(|r| r.start < first_ok || r.result.is_ok())
+            && records
+                .iter()
+                .any(|r| !r.kubectl && r.start >= first_ok + Duration::from_secs(1))
+    });
 }
 
 /// Which LB holds the VIP.
@@ -657,7 +676,7 @@ fn run_lab() -> Option<Result<(), String>> {
     // the drill windows).
     lbs[a] = None;
     lbs[a] = Some(start_lb(&lab, &out, a));
-    settle_on_lb1(&lab);
+    settle_on_lb1(&lab, &load);
 
     // 2. SIGTERM the active LB: priority 0, VIP released, connections drained.
     let a = active(&lab);
@@ -707,7 +726,7 @@ fn run_lab() -> Option<Result<(), String>> {
     });
     lbs[a] = None;
     lbs[a] = Some(start_lb(&lab, &out, a));
-    settle_on_lb1(&lab);
+    settle_on_lb1(&lab, &load);
     let lb = LB[active(&lab)];
 
     // 3. kill -9 master-1.
