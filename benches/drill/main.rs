@@ -172,7 +172,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ProxyKind::Apilb => &setup.apilb,
             ProxyKind::Haproxy => &setup.haproxy,
         };
-        match proxy::find_executable(bin) {
+        match common::find_executable(bin) {
             Some(_) if !proxies.contains(&p) => proxies.push(p),
             Some(_) => {}
             None => eprintln!("skipping {p}: binary {} not found", bin.display()),
@@ -197,7 +197,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tls = pki::load_client_config(&pki.ca)?;
     let exe = std::env::current_exe().context("path of the drill binary")?;
 
-    let mut ports = PortPicker::new();
+    let mut ports = common::PortPicker::new();
     let addrs: Vec<SocketAddr> = (0..BACKENDS)
         .map(|_| ports.pick().map(|p| SocketAddr::from(([127, 0, 0, 1], p))))
         .collect::<anyhow::Result<_>>()?;
@@ -234,8 +234,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         format!("machine: {}", machine()),
         format!(
             "versions: {}; {}",
-            proxy::version(&setup.apilb, "--version"),
-            proxy::version(&setup.haproxy, "-v")
+            common::version(&setup.apilb, "--version"),
+            common::version(&setup.haproxy, "-v")
         ),
         format!(
             "load: {} clients looping new TCP + TLS + GET /work + close ({} pause), {} keep-alive \
@@ -436,32 +436,4 @@ fn machine() -> String {
         kernel.trim(),
         load.join(" ")
     )
-}
-
-/// Listen ports below the ephemeral range (32768+), so no client socket can hold one.
-struct PortPicker {
-    next: u16,
-}
-
-impl PortPicker {
-    fn new() -> Self {
-        Self {
-            next: 20_000 + (std::process::id() % 5_000) as u16,
-        }
-    }
-
-    fn pick(&mut self) -> anyhow::Result<u16> {
-        for _ in 0..2_000 {
-            let port = self.next;
-            self.next = if self.next >= 31_000 {
-                20_000
-            } else {
-                self.next + 1
-            };
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return Ok(port);
-            }
-        }
-        bail!("no free port in 20000-31000 on 127.0.0.1")
-    }
 }

@@ -160,37 +160,6 @@ pub(crate) fn haproxy_config(listen: SocketAddr, backends: &[SocketAddr]) -> Str
     s
 }
 
-/// Whether the configured binary can be found (directly or on PATH).
-pub(crate) fn find_executable(bin: &Path) -> Option<PathBuf> {
-    if bin.components().count() > 1 {
-        return bin.is_file().then(|| bin.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(bin))
-        .find(|p| p.is_file())
-}
-
-/// First line of `bin`'s version output.
-pub(crate) fn version(bin: &Path, flag: &str) -> String {
-    match Command::new(bin).arg(flag).output() {
-        Ok(o) => {
-            let text = if o.stdout.is_empty() {
-                o.stderr
-            } else {
-                o.stdout
-            };
-            String::from_utf8_lossy(&text)
-                .lines()
-                .next()
-                .unwrap_or("?")
-                .trim()
-                .to_owned()
-        }
-        Err(e) => format!("{} ({e})", bin.display()),
-    }
-}
-
 /// Context for errors about a proxy's directory.
 pub(crate) fn mkdir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))

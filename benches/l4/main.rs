@@ -26,9 +26,10 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
+use crate::common::PortPicker;
 use crate::load::{Params, Workload};
 use crate::procfs::Meter;
-use crate::proxy::{Bins, ChildGuard, PortPicker, ProxyKind};
+use crate::proxy::{Bins, ChildGuard, ProxyKind};
 use crate::report::Sample;
 
 /// Number of loopback backends behind every proxy.
@@ -341,22 +342,7 @@ fn versions(bins: &Bins, proxies: &[ProxyKind]) -> String {
                 "--version"
             }
         };
-        let v = match Command::new(&bin).arg(flag).stdin(Stdio::null()).output() {
-            Ok(o) => {
-                let text = if o.stdout.is_empty() {
-                    o.stderr
-                } else {
-                    o.stdout
-                };
-                String::from_utf8_lossy(&text)
-                    .lines()
-                    .next()
-                    .unwrap_or("?")
-                    .trim()
-                    .to_string()
-            }
-            Err(e) => format!("{} ({e})", bin.display()),
-        };
+        let v = crate::common::version(&bin, flag);
         out.push(v);
     }
     out.join("; ")

@@ -114,48 +114,9 @@ impl Bins {
             ProxyKind::Nginx => &self.nginx,
             ProxyKind::Apilb | ProxyKind::ApilbSplice | ProxyKind::ApilbCopy => &self.apilb,
         };
-        find_executable(bin)
+        crate::common::find_executable(bin)
             .map(Some)
             .ok_or_else(|| format!("binary {} not found", bin.display()))
-    }
-}
-
-fn find_executable(bin: &Path) -> Option<PathBuf> {
-    if bin.components().count() > 1 {
-        return bin.is_file().then(|| bin.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(bin))
-        .find(|p| p.is_file())
-}
-
-/// Hands out listen ports below the ephemeral range (32768+), so that no client socket
-/// can hold one.
-pub(crate) struct PortPicker {
-    next: u16,
-}
-
-impl PortPicker {
-    pub(crate) fn new() -> Self {
-        Self {
-            next: 20_000 + (std::process::id() % 5_000) as u16,
-        }
-    }
-
-    pub(crate) fn pick(&mut self) -> anyhow::Result<u16> {
-        for _ in 0..2_000 {
-            let port = self.next;
-            self.next = if self.next >= 31_000 {
-                20_000
-            } else {
-                self.next + 1
-            };
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return Ok(port);
-            }
-        }
-        bail!("no free port in 20000-31000 on 127.0.0.1")
     }
 }
 
