@@ -45,7 +45,7 @@ pub(crate) async fn run(
                 return;
             }
         };
-        let name = active.backend().name().to_owned();
+        let name = active.backend().name();
         tracing::debug!(backend = %name, "connected");
         let mode = match settings.forwarding {
             Forwarding::Auto => Mode::Auto,
