@@ -24,9 +24,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::Backend;
+use arc_swap::ArcSwap;
+
+use crate::backend::{Backend, BackendSet};
 use crate::config::{AdminAccess, CheckKind, Config};
 use crate::health::state::Admin as AdminOverride;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 
 /// `/status`: the whole picture.
@@ -99,31 +102,59 @@ impl BackendStatus {
     }
 }
 
-/// The status of a running proxy.
-pub fn status(proxy: &Proxy, vip: Option<&crate::vip::Vip>) -> Status {
+/// The status of a running process.
+pub fn status(state: &AdminState) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        listeners: proxy.local_addrs(),
-        active_connections: proxy.active_connections(),
-        backends: proxy
-            .backends()
+        listeners: state.proxy.local_addrs(),
+        active_connections: state.proxy.active_connections(),
+        backends: state
+            .backends
             .snapshot()
             .iter()
             .map(|b| BackendStatus::of(b))
             .collect(),
-        vip: vip.map(crate::vip::Vip::status),
+        vip: state.vip.as_deref().map(crate::vip::Vip::status),
+    }
+}
+
+/// The endpoint's own settings, swapped whole on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Who may change backend states.
+    pub access: AdminAccess,
+    /// Certificate files whose expiry is exported.
+    pub certificates: Vec<PathBuf>,
+}
+
+impl AdminSettings {
+    /// The settings `config` asks for.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            access: config
+                .metrics
+                .as_ref()
+                .map_or(AdminAccess::Loopback, |m| m.admin),
+            certificates: certificate_paths(config),
+        }
     }
 }
 
 /// What the endpoint serves from.
 #[derive(Debug)]
 pub struct AdminState {
-    /// The proxy.
+    /// The data plane (listeners, open connections).
     pub proxy: Arc<Proxy>,
-    /// The registry the proxy's metrics are in.
+    /// The backends.
+    pub backends: Arc<BackendSet>,
+    /// The registry the metrics are in.
     pub registry: Registry,
+    /// The metrics refreshed at scrape time.
+    pub metrics: Metrics,
     /// The VRRP instance, if any.
     pub vip: Option<Arc<crate::vip::Vip>>,
+    /// Access and watched certificates.
+    pub settings: ArcSwap<AdminSettings>,
 }
 
 /// Serve the endpoint on `listener` until `stop`.
@@ -149,7 +180,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
         tracker.spawn(async move {
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(&state, req, peer)) }
+                async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -166,14 +197,16 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
     tracker.wait().await;
 }
 
-fn handle(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(
+    state: &Arc<AdminState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/');
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     match (req.method(), parts.as_slice()) {
-        (&Method::GET, ["metrics"]) => metrics(state),
-        (&Method::GET, ["status"]) => {
-            json(StatusCode::OK, &status(&state.proxy, state.vip.as_deref()))
-        }
+        (&Method::GET, ["metrics"]) => metrics(state).await,
+        (&Method::GET, ["status"]) => json(StatusCode::OK, &status(state)),
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::POST, ["backends", name, action]) => change(state, name, action, peer),
         (_, ["metrics" | "status" | "healthz"]) | (_, ["backends", _, _]) => {
@@ -187,11 +220,7 @@ fn handle(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respo
 }
 
 fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
-    let access = state
-        .proxy
-        .config()
-        .metrics
-        .map_or(AdminAccess::Loopback, |m| m.admin);
+    let access = state.settings.load().access;
     let allowed = match access {
         AdminAccess::Any => true,
         AdminAccess::Loopback => peer.ip().is_loopback(),
@@ -214,7 +243,7 @@ fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Res
             );
         }
     };
-    let backends = state.proxy.backends().find_all(name);
+    let backends = state.backends.find_all(name);
     if backends.is_empty() {
         return text(
             StatusCode::NOT_FOUND,
@@ -223,22 +252,27 @@ fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Res
     }
     let mut out = Vec::with_capacity(backends.len());
     for backend in backends {
-        backend.set_admin(admin, state.proxy.metrics());
+        if let Some(t) = backend.set_admin(admin) {
+            state.backends.publish(&backend, t);
+        }
         tracing::info!(backend = backend.name(), action, %peer, "backend state set by operator");
         out.push(BackendStatus::of(&backend));
     }
     json(StatusCode::OK, &out)
 }
 
-fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
-    let proxy = &state.proxy;
-    let m = proxy.metrics();
-    for b in proxy.backends().snapshot().iter() {
+async fn metrics(state: &Arc<AdminState>) -> Response<Full<Bytes>> {
+    let m = &state.metrics;
+    for b in state.backends.snapshot().iter() {
         m.backend_active
             .with_label_values(&[b.name()])
             .set(i64::try_from(b.active()).unwrap_or(i64::MAX));
     }
-    refresh_certificates(proxy);
+    // Certificate files are read off the async runtime.
+    let st = Arc::clone(state);
+    if let Err(e) = tokio::task::spawn_blocking(move || refresh_certificates(&st)).await {
+        tracing::warn!(error = %e, "certificate expiry refresh failed");
+    }
     let mut out = Vec::new();
     match TextEncoder::new().encode(&state.registry.gather(), &mut out) {
         Ok(()) => Response::builder()
@@ -285,12 +319,12 @@ pub fn certificate_not_after(path: &Path) -> Result<i64, String> {
     Ok(cert.validity().not_after.timestamp())
 }
 
-fn refresh_certificates(proxy: &Proxy) {
-    let m = proxy.metrics();
+fn refresh_certificates(state: &AdminState) {
+    let m = &state.metrics;
     m.certificate_expiry.reset();
-    for path in certificate_paths(&proxy.config()) {
+    for path in &state.settings.load().certificates {
         let label = path.display().to_string();
-        match certificate_not_after(&path) {
+        match certificate_not_after(path) {
             Ok(t) => m
                 .certificate_expiry
                 .with_label_values(&[label.as_str()])
@@ -419,6 +453,57 @@ pub async fn set_backend(
         address,
         why: e.to_string(),
     })
+}
+
+/// How `apilb backend drain --wait` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// No connection is left.
+    Drained,
+    /// The backend left the config while draining.
+    Removed,
+    /// Connections were still open at the deadline.
+    Deadline {
+        /// How many.
+        open: usize,
+    },
+}
+
+/// Poll the apilb at `address` every `every` until the endpoints in `changed` (as
+/// [`set_backend`] returned them) have no connection left, or `deadline` passes. `progress`
+/// hears each new count.
+pub async fn wait_drained(
+    address: SocketAddr,
+    changed: &[BackendStatus],
+    deadline: std::time::Duration,
+    every: std::time::Duration,
+    mut progress: impl FnMut(usize),
+) -> Result<DrainEnd, ClientError> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut last: usize = changed.iter().map(|b| b.active_connections).sum();
+    loop {
+        if last == 0 {
+            return Ok(DrainEnd::Drained);
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(DrainEnd::Deadline { open: last });
+        }
+        tokio::time::sleep(every).await;
+        let s = fetch_status(address).await?;
+        let endpoints: Vec<&BackendStatus> = s
+            .backends
+            .iter()
+            .filter(|b| changed.iter().any(|c| c.name == b.name))
+            .collect();
+        if endpoints.is_empty() {
+            return Ok(DrainEnd::Removed);
+        }
+        let now: usize = endpoints.iter().map(|b| b.active_connections).sum();
+        if now != last {
+            progress(now);
+        }
+        last = now;
+    }
 }
 
 /// The status as a table for people.

@@ -1,14 +1,22 @@
 //! apilb: one binary that fronts kube-apiservers.
 //!
 //! # Layout
-//! - [`cli`]: the command line (clap derive); `main.rs` maps it to library calls.
-//! - [`config`]: the LB config file, parsed and checked into [`config::Config`].
-//! - [`backend`]: the live backend set and the pure selection algorithms.
-//! - [`health`]: backend health: state machine, probes, check tasks.
-//! - [`proxy`]: the layer-4 data plane (listeners, connect with retry, forwarding).
-//! - [`control`]: signals to reload and drain.
-//! - [`admin`]: the HTTP endpoint for metrics, status and backend state changes.
+//! - [`cli`]: the command line (clap derive); [`commands`] runs each subcommand and says
+//!   what `main.rs` prints and exits with.
+//! - [`config`]: the LB config file, parsed and checked into [`config::Config`];
+//!   [`config::diff`] says what a reload changes.
+//! - [`control`]: the control plane: owns the process, builds and stops every part, applies
+//!   signals (reload, drain) slice by slice.
+//! - [`proxy`]: the data plane: listeners, accept, connections, forwarding. Reads the
+//!   backend set; imports neither health nor DNS.
+//! - [`backend`]: the live backend set (pure mutators, a watched view, an event stream), the
+//!   pure selection algorithms, DNS watches.
+//! - [`health`]: backend health: the pure state machine, probes, the check service.
+//! - [`vip`]: VRRPv3 VIP failover: pure codec and state machine, raw sockets and netlink.
+//! - [`admin`]: the HTTP endpoint for metrics, status and backend state changes, and its
+//!   client (`apilb status`, `apilb backend`).
 //! - [`metrics`]: typed Prometheus handles.
+//! - [`demo`]: `apilb demo`, the whole system on loopback, and its stand-in apiservers.
 //! - [`cluster`]: the cluster description (`config/cluster.yaml`), shared by `issue` and
 //!   `bootstrap`.
 //! - [`pki`]: the kubeadm control-plane PKI (`apilb issue`, `certs check-expiration`,
@@ -24,6 +32,7 @@ pub mod backend;
 pub mod bootstrap;
 pub mod cli;
 pub mod cluster;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -5,11 +5,20 @@
 //! backend removed by a reload stays alive (through `Arc`) for as long as its established
 //! connections last.
 //!
+//! [`Backend`] mutators take the time and return the [`Transition`] they caused; they log,
+//! count and close nothing. Whoever caused a transition hands it to
+//! [`BackendSet::publish`], which queues it as an [`Event`] for the one control-plane
+//! consumer (logs, metrics, `onDown: close`) and refreshes the [`View`] that subscribers
+//! (the VIP, the admin endpoint) watch.
+//!
 //! A backend configured by DNS name becomes one endpoint per address its name resolves to
 //! ([`dns`] keeps them current), each named `NAME/IP:PORT` and health-checked on its own.
 
 pub mod dns;
 pub mod select;
+
+/// What clients see of a backend (the health state machine's output).
+pub use crate::health::state::State;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,12 +26,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BackendAddress, BackendConfig, HealthConfig, OnDown};
-use crate::health::state::{Admin, Health, Outcome, State, Thresholds, Transition};
-use crate::metrics::Metrics;
+use crate::config::{BackendAddress, BackendConfig, HealthConfig};
+use crate::health::state::{Admin, Health, Outcome, Thresholds, Transition};
 use select::Candidate;
 
 /// Selection weights are scaled by this, so slow start can hand out fractions of a weight.
@@ -94,16 +103,15 @@ impl Backend {
         }
     }
 
-    /// Feed an active check result; applies and reports any transition.
-    pub fn on_check(&self, outcome: Outcome, metrics: &Metrics) -> Option<Transition> {
-        let t = lock(&self.health).on_check(outcome, Instant::now(), &self.thresholds());
-        self.after(t, metrics)
+    /// Feed an active check result finished at `now`; returns the transition it caused.
+    pub fn on_check(&self, outcome: Outcome, now: Instant) -> Option<Transition> {
+        let thresholds = self.thresholds();
+        lock(&self.health).on_check(outcome, now, &thresholds)
     }
 
-    /// Set or clear an operator's override.
-    pub fn set_admin(&self, admin: Option<Admin>, metrics: &Metrics) -> Option<Transition> {
-        let t = lock(&self.health).set_admin(admin);
-        self.after(t, metrics)
+    /// Set or clear an operator's override; returns the transition it caused.
+    pub fn set_admin(&self, admin: Option<Admin>) -> Option<Transition> {
+        lock(&self.health).set_admin(admin)
     }
 
     /// A token cancelled when this backend's connections must close.
@@ -115,31 +123,6 @@ impl Backend {
     pub fn close_connections(&self) {
         let old = std::mem::take(&mut *lock(&self.kill));
         old.cancel();
-    }
-
-    fn after(&self, t: Option<Transition>, metrics: &Metrics) -> Option<Transition> {
-        let t = t?;
-        metrics.transition(&self.name, &t);
-        let line = format!(
-            "backend {}: {} -> {} ({})",
-            self.name, t.from, t.to, t.reason
-        );
-        match t.to {
-            State::Up => {
-                tracing::info!(backend = %self.name, from = %t.from, to = %t.to, reason = %t.reason, "{line}")
-            }
-            _ => {
-                tracing::warn!(backend = %self.name, from = %t.from, to = %t.to, reason = %t.reason, "{line}")
-            }
-        }
-        if t.to == State::Down && self.health_config.load().on_down == OnDown::Close {
-            let n = self.active();
-            if n > 0 {
-                tracing::warn!(backend = %self.name, connections = n, "onDown close: closing its connections");
-            }
-            self.close_connections();
-        }
-        Some(t)
     }
 
     /// Its name: the configured name, or `NAME/IP:PORT` for an endpoint of a DNS-named
@@ -184,12 +167,12 @@ impl Backend {
     }
 
     /// Record a failed client connect attempt (passive detection); returns the new run
-    /// length.
-    pub fn connect_failed(&self, why: &str, metrics: &Metrics) -> u32 {
+    /// length and the transition it caused.
+    pub fn connect_failed(&self, why: &str) -> (u32, Option<Transition>) {
         let run = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let t = lock(&self.health).on_connect_failure(why, &self.thresholds());
-        self.after(t, metrics);
-        run
+        let thresholds = self.thresholds();
+        let t = lock(&self.health).on_connect_failure(why, &thresholds);
+        (run, t)
     }
 
     /// Record a successful connect and count the connection as active until the returned
@@ -203,7 +186,8 @@ impl Backend {
         ActiveGuard(Arc::clone(self))
     }
 
-    fn candidate(&self, now: Instant) -> Candidate {
+    /// What selection needs of it at `now`.
+    pub fn candidate(&self, now: Instant) -> Candidate {
         let (state, factor) = {
             let h = lock(&self.health);
             let slow = self.health_config.load().slow_start;
@@ -240,12 +224,66 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// What happened to the set, for its one control-plane consumer.
+#[derive(Debug)]
+pub enum Event {
+    /// A backend changed the state clients see.
+    Transition {
+        /// The backend.
+        backend: Arc<Backend>,
+        /// What changed.
+        transition: Transition,
+    },
+    /// Endpoints were added or removed (a reload or a DNS answer).
+    Endpoints(BackendChanges),
+}
+
+/// One endpoint as subscribers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointView {
+    /// Endpoint name.
+    pub name: String,
+    /// What clients see of it.
+    pub state: State,
+}
+
+/// The set as subscribers see it, republished on every transition and endpoint change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// Every endpoint, in config order.
+    pub endpoints: Vec<EndpointView>,
+}
+
+impl View {
+    fn of(list: &[Arc<Backend>]) -> Self {
+        Self {
+            endpoints: list
+                .iter()
+                .map(|b| EndpointView {
+                    name: b.name.clone(),
+                    state: b.state(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Endpoints that take new connections.
+    pub fn up(&self) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| e.state == State::Up)
+            .count()
+    }
+}
+
 /// The live backends, in config order; readers take a snapshot without locking.
 #[derive(Debug)]
 pub struct BackendSet {
     current: ArcSwap<Vec<Arc<Backend>>>,
     /// What the list is built from: the configs and the latest DNS answers.
     sources: Mutex<Sources>,
+    events: mpsc::UnboundedSender<Event>,
+    view: watch::Sender<View>,
 }
 
 #[derive(Debug, Default)]
@@ -256,7 +294,7 @@ struct Sources {
 }
 
 /// What a change of the set did, by backend (endpoint) name.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackendChanges {
     /// Newly added (or re-added with a new address).
     pub added: Vec<String>,
@@ -274,26 +312,68 @@ impl BackendChanges {
 }
 
 impl BackendSet {
-    /// A set built from config. DNS-named backends have no endpoints until
-    /// [`set_resolved`](Self::set_resolved) gives them addresses.
-    pub fn new(cfgs: &[BackendConfig]) -> Self {
+    /// A set built from config, and the receiver of its events (the endpoints of the
+    /// initial configs are not reported as added). DNS-named backends have no endpoints
+    /// until [`set_resolved`](Self::set_resolved) gives them addresses.
+    pub fn new(cfgs: &[BackendConfig]) -> (Self, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
         let set = Self {
             current: ArcSwap::from_pointee(Vec::new()),
             sources: Mutex::new(Sources::default()),
+            events,
+            view: watch::Sender::new(View::default()),
         };
-        set.update(cfgs);
-        set
+        let mut sources = lock(&set.sources);
+        sources.configs = cfgs.to_vec();
+        set.rebuild(&sources);
+        drop(sources);
+        set.refresh_view();
+        (set, rx)
+    }
+
+    /// Watch the set's [`View`].
+    pub fn subscribe(&self) -> watch::Receiver<View> {
+        self.view.subscribe()
+    }
+
+    /// The view now.
+    pub fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    /// Report a transition that `backend` returned: queued for the control plane and
+    /// visible in the view at once.
+    pub fn publish(&self, backend: &Arc<Backend>, transition: Transition) {
+        self.refresh_view();
+        // No receiver (a tool or test without a control plane): nothing to tell.
+        let _ = self.events.send(Event::Transition {
+            backend: Arc::clone(backend),
+            transition,
+        });
+    }
+
+    fn changed(&self, changes: BackendChanges) -> BackendChanges {
+        if !changes.is_empty() {
+            self.refresh_view();
+            let _ = self.events.send(Event::Endpoints(changes.clone()));
+        }
+        changes
+    }
+
+    fn refresh_view(&self) {
+        // Built inside the watch's lock, so concurrent publishers cannot leave an older
+        // view last.
+        self.view.send_if_modified(|v| {
+            let new = View::of(&self.snapshot());
+            let modified = *v != new;
+            *v = new;
+            modified
+        });
     }
 
     /// The backends now.
     pub fn snapshot(&self) -> Arc<Vec<Arc<Backend>>> {
         self.current.load_full()
-    }
-
-    /// Selection views of `list`, in the same order.
-    pub fn candidates(list: &[Arc<Backend>]) -> Vec<Candidate> {
-        let now = Instant::now();
-        list.iter().map(|b| b.candidate(now)).collect()
     }
 
     /// The backend (endpoint) named `name`, if any.
@@ -324,7 +404,9 @@ impl BackendSet {
         sources
             .resolved
             .retain(|name, _| dns.contains(&name.as_str()));
-        self.rebuild(&sources)
+        let changes = self.rebuild(&sources);
+        drop(sources);
+        self.changed(changes)
     }
 
     /// Set the addresses the DNS-named backend `name` resolves to now.
@@ -336,7 +418,9 @@ impl BackendSet {
             return BackendChanges::default();
         }
         sources.resolved.insert(name.to_owned(), addrs);
-        self.rebuild(&sources)
+        let changes = self.rebuild(&sources);
+        drop(sources);
+        self.changed(changes)
     }
 
     fn rebuild(&self, sources: &Sources) -> BackendChanges {
@@ -397,7 +481,7 @@ mod tests {
 
     #[test]
     fn update_keeps_matching_backends_and_their_counters() {
-        let set = BackendSet::new(&[cfg("a", 1, 1), cfg("b", 2, 1), cfg("c", 3, 1)]);
+        let (set, _events) = BackendSet::new(&[cfg("a", 1, 1), cfg("b", 2, 1), cfg("c", 3, 1)]);
         let a = Arc::clone(&set.snapshot()[0]);
         let guard = a.connected();
         let changes = set.update(&[cfg("a", 1, 5), cfg("c", 4, 1), cfg("d", 5, 1)]);
@@ -429,7 +513,7 @@ mod tests {
             weight: 1,
             health: HealthConfig::default(),
         };
-        let set = BackendSet::new(&[cfg("a", 1, 1), dns.clone()]);
+        let (set, _events) = BackendSet::new(&[cfg("a", 1, 1), dns.clone()]);
         assert_eq!(set.snapshot().len(), 1, "no endpoints before resolution");
         let ip = |s: &str| SocketAddr::new(s.parse().expect("ip"), 0);
         let c = set.set_resolved("m", vec![ip("10.0.0.2"), ip("10.0.0.1")]);
@@ -456,13 +540,57 @@ mod tests {
 
     #[test]
     fn failures_reset_on_connect() {
-        let set = BackendSet::new(&[cfg("a", 1, 1)]);
+        let (set, _events) = BackendSet::new(&[cfg("a", 1, 1)]);
         let a = Arc::clone(&set.snapshot()[0]);
-        let m = Metrics::unregistered();
-        assert_eq!(a.connect_failed("refused", &m), 1);
+        let (run, t) = a.connect_failed("refused");
+        assert_eq!(run, 1);
+        assert_eq!(t.map(|t| t.to), Some(State::Down), "passiveFall 1");
         assert_eq!(a.state(), State::Down, "passiveFall 1 marks down at once");
-        assert_eq!(a.connect_failed("refused", &m), 2);
+        assert_eq!(a.connect_failed("refused"), (2, None));
         let _g = a.connected();
         assert_eq!(a.consecutive_failures(), 0);
+    }
+
+    #[tokio::test]
+    async fn transitions_and_endpoint_changes_reach_the_view_and_the_event_stream() {
+        let (set, mut events) = BackendSet::new(&[cfg("a", 1, 1), cfg("b", 2, 1)]);
+        let mut view = set.subscribe();
+        assert_eq!(set.view().up(), 2, "backends start up");
+        assert!(
+            events.try_recv().is_err(),
+            "the initial list is not an event"
+        );
+
+        // A mutator only returns the transition; nothing is visible until published.
+        let a = set.find("a").expect("a");
+        let t = a.connect_failed("refused").1.expect("down");
+        assert_eq!(set.view().up(), 2);
+        set.publish(&a, t.clone());
+        assert!(view.has_changed().expect("sender alive"));
+        assert_eq!(view.borrow_and_update().up(), 1);
+        match events.try_recv().expect("transition event") {
+            Event::Transition {
+                backend,
+                transition,
+            } => {
+                assert_eq!(backend.name(), "a");
+                assert_eq!(transition, t);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        set.update(&[cfg("b", 2, 1), cfg("c", 3, 1)]);
+        match events.try_recv().expect("endpoints event") {
+            Event::Endpoints(c) => {
+                assert_eq!(c.added, ["c"]);
+                assert_eq!(c.removed, ["a"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let names: Vec<String> = set.view().endpoints.into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["b", "c"]);
+        // An update that changes nothing is no event.
+        set.update(&[cfg("b", 2, 1), cfg("c", 3, 1)]);
+        assert!(events.try_recv().is_err());
     }
 }

@@ -47,8 +47,14 @@ impl Selector {
         self.kind
     }
 
-    /// Pick one of the eligible candidates, or `None` if none is.
-    pub fn pick(&self, cands: &[Candidate], eligible: impl Fn(usize) -> bool) -> Option<usize> {
+    /// Pick one of the eligible candidates, or `None` if none is. `rng` is the caller's
+    /// source of randomness (seeded in tests).
+    pub fn pick(
+        &self,
+        cands: &[Candidate],
+        eligible: impl Fn(usize) -> bool,
+        rng: &mut impl Rng,
+    ) -> Option<usize> {
         match self.kind {
             Balance::LeastConnections => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -60,7 +66,7 @@ impl Selector {
                 let mut state = self.smooth.lock().unwrap_or_else(|e| e.into_inner());
                 smooth_round_robin(cands, &eligible, &mut state)
             }
-            Balance::RandomTwo => random_two(cands, &eligible, &mut rand::rng()),
+            Balance::RandomTwo => random_two(cands, &eligible, rng),
         }
     }
 }
@@ -217,8 +223,9 @@ mod tests {
         // Connections opened one after another, each adding to the chosen backend's count.
         let sel = Selector::new(Balance::LeastConnections);
         let mut cands = vec![c(1, 0), c(1, 0), c(1, 0)];
+        let mut rng = StdRng::seed_from_u64(3);
         for _ in 0..300 {
-            let i = sel.pick(&cands, |_| true).expect("pick");
+            let i = sel.pick(&cands, |_| true, &mut rng).expect("pick");
             cands[i].active += 1;
         }
         assert!(cands.iter().all(|c| c.active == 100), "{cands:?}");
@@ -282,8 +289,9 @@ mod tests {
     fn random_two_spreads_load_evenly() {
         let sel = Selector::new(Balance::RandomTwo);
         let mut cands = vec![c(1, 0); 3];
+        let mut rng = StdRng::seed_from_u64(5);
         for _ in 0..3000 {
-            let i = sel.pick(&cands, |_| true).expect("pick");
+            let i = sel.pick(&cands, |_| true, &mut rng).expect("pick");
             cands[i].active += 1;
         }
         let max = cands.iter().map(|c| c.active).max().unwrap_or(0);

@@ -5,6 +5,7 @@
 //! problem is collected and reported at once, each with its line, column and key path.
 //! Nothing here touches sockets or the environment.
 
+pub mod diff;
 mod health;
 mod locate;
 mod raw;

@@ -12,16 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::Registry;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
-use crate::admin::{self, AdminState};
+use crate::admin;
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::control::{Control, Server};
 use crate::pki;
-use crate::proxy::Proxy;
 use standin::{Mode, Standin};
 
 /// Default load balancer address of the demo.
@@ -70,11 +68,22 @@ pub enum Error {
     #[error(transparent)]
     Standin(#[from] standin::Error),
     /// The load balancer could not start.
-    #[error("starting the load balancer: {0}")]
-    Proxy(String),
+    #[error("starting the load balancer")]
+    Start(#[source] crate::control::Error),
     /// Standard output could not be written.
     #[error("writing to standard output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether bad input (files, flags) is at fault rather than the runtime.
+    pub fn is_config(&self) -> bool {
+        match self {
+            Error::Standin(standin::Error::Pki { .. }) => true,
+            Error::Start(e) => e.is_config(),
+            _ => false,
+        }
+    }
 }
 
 /// Run the demo until `shutdown` resolves (Ctrl-C) or the user types `quit`.
@@ -127,22 +136,13 @@ pub async fn run(
         .map_err(|e| Error::Setup(format!("writing {}: {e}", lb_path.display())))?;
     let config = Config::from_yaml(&lb_yaml, &lb_path.display().to_string())
         .map_err(|e| Error::Setup(format!("the demo LB config: {e}")))?;
-    let registry = Registry::new();
-    let metrics = Metrics::new(&registry).map_err(|e| Error::Proxy(e.to_string()))?;
-    let proxy = Arc::new(Proxy::start(config, metrics).map_err(|e| Error::Proxy(e.to_string()))?);
-    let admin_listener = tokio::net::TcpListener::bind(metrics_addr)
+    // The same process wiring as `apilb serve`; the demo talks to it over its endpoint.
+    let server = Server::start(config, &lb_path)
         .await
-        .map_err(|e| Error::Setup(format!("metrics address {metrics_addr}: {e}")))?;
-    let stop_admin = CancellationToken::new();
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        Arc::new(AdminState {
-            proxy: Arc::clone(&proxy),
-            registry,
-            vip: None,
-        }),
-        stop_admin.clone(),
-    ));
+        .map_err(Error::Start)?;
+    let (controls, controls_rx) = mpsc::channel(4);
+    let lb = server.run(controls_rx);
+    tokio::pin!(lb);
 
     let mut out = std::io::stdout();
     writeln!(
@@ -163,17 +163,22 @@ pub async fn run(
     let mut lines = opts
         .interactive
         .then(|| BufReader::new(tokio::io::stdin()).lines());
+    let mut stopped_early = None;
     loop {
         let line = tokio::select! {
             () = &mut shutdown => break,
             l = next_line(&mut lines) => l,
+            report = &mut lb => {
+                stopped_early = Some(report);
+                break;
+            }
         };
         let Some(line) = line else {
             // Standard input closed: keep running until Ctrl-C.
             lines = None;
             continue;
         };
-        let reply = command(line.trim(), &masters, &proxy).await;
+        let reply = command(line.trim(), &masters, metrics_addr).await;
         match reply {
             Reply::Quit => break,
             Reply::Text(t) => {
@@ -184,9 +189,14 @@ pub async fn run(
     }
 
     writeln!(out, "stopping: draining the load balancer")?;
-    let report = proxy.shutdown(Duration::from_secs(2)).await;
-    stop_admin.cancel();
-    let _ = admin_task.await;
+    let report = match stopped_early {
+        Some(r) => r,
+        None => {
+            // The receiver lives in `lb`, which runs until it has seen this.
+            let _ = controls.send(Control::Shutdown).await;
+            lb.await
+        }
+    };
     for m in &masters {
         m.stop();
     }
@@ -317,7 +327,7 @@ enum Reply {
     Quit,
 }
 
-async fn command(line: &str, masters: &[Arc<Standin>], proxy: &Proxy) -> Reply {
+async fn command(line: &str, masters: &[Arc<Standin>], metrics: SocketAddr) -> Reply {
     let mut words = line.split_whitespace();
     let verb = words.next().unwrap_or("");
     let target = words.next();
@@ -337,7 +347,7 @@ async fn command(line: &str, masters: &[Arc<Standin>], proxy: &Proxy) -> Reply {
         "" => return Reply::Text(String::new()),
         "quit" | "exit" | "q" => return Reply::Quit,
         "help" | "h" | "?" => HELP.to_owned(),
-        "status" | "s" => status_text(masters, proxy),
+        "status" | "s" => status_text(masters, metrics).await,
         "stop" | "start" | "drain" | "hang" => match pick(target) {
             Err(e) => e,
             Ok(m) => match verb {
@@ -374,8 +384,11 @@ async fn command(line: &str, masters: &[Arc<Standin>], proxy: &Proxy) -> Reply {
     Reply::Text(text)
 }
 
-fn status_text(masters: &[Arc<Standin>], proxy: &Proxy) -> String {
-    let mut s = admin::status_table(&admin::status(proxy, None));
+async fn status_text(masters: &[Arc<Standin>], metrics: SocketAddr) -> String {
+    let mut s = match admin::fetch_status(metrics).await {
+        Ok(status) => admin::status_table(&status),
+        Err(e) => format!("{e}\n"),
+    };
     s.push_str("\nstand-ins: ");
     let parts: Vec<String> = masters
         .iter()
@@ -391,4 +404,37 @@ fn status_text(masters: &[Arc<Standin>], proxy: &Proxy) -> String {
         .collect();
     s.push_str(&parts.join(", "));
     s
+}
+
+/// `apilb demo-apiserver` (hidden): one stand-in apiserver until SIGTERM; SIGUSR1 drains it
+/// (readyz fails, livez passes) and it returns once the drain has stopped it.
+pub async fn serve_standin(name: &str, listen: SocketAddr, pki: &Path) -> Result<(), Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let standin = Arc::new(Standin::new(name, listen, pki)?);
+    let signals =
+        |kind| signal(kind).map_err(|e| Error::Setup(format!("installing signal handlers: {e}")));
+    let mut term = signals(SignalKind::terminate())?;
+    let mut usr1 = signals(SignalKind::user_defined1())?;
+    standin.start().await?;
+    tracing::info!(name, address = %listen, "stand-in apiserver serving");
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(name, "SIGTERM: stopping");
+                standin.stop();
+                return Ok(());
+            }
+            _ = usr1.recv() => {
+                tracing::info!(name, delay = %humantime::format_duration(standin::DRAIN_DELAY), "SIGUSR1: draining (readyz fails, livez passes), then stopping");
+                standin.drain();
+            }
+            // The stand-in's mode is a plain atomic: look at it now and then.
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if standin.mode() == Mode::Stopped {
+                    tracing::info!(name, "drained: stopped");
+                    return Ok(());
+                }
+            }
+        }
+    }
 }

@@ -1,11 +1,16 @@
-//! The check schedule: one task per backend runs its probe at `interval` while the backend
+//! The check service: one task per endpoint runs its probe at `interval` while the endpoint
 //! is steady and at `fastInterval` while it is changing state, starting at a random offset
-//! so backends are not probed in lockstep. A slow backend never delays another: each has
-//! its own task. On reload the tasks are replaced; the health state lives in the
-//! [`Backend`] and carries over.
+//! so endpoints are not probed in lockstep. A slow backend never delays another: each has
+//! its own task. [`Checks::sync`] makes the running tasks match the backend set, restarting
+//! only the ones whose settings changed; the health state lives in the [`Backend`] and
+//! carries over.
+//!
+//! [`Checks::react`] is the one consumer of the set's [`Event`]s: it logs and counts
+//! transitions, closes a down backend's connections (`onDown: close`), keeps the metric
+//! series in step with the endpoints, and starts or stops their checks.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::Rng;
@@ -15,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::probe::{self, Prober, TlsError};
-use super::state::Outcome;
-use crate::backend::Backend;
-use crate::config::{CheckKind, Config};
+use super::state::{Outcome, State, Transition};
+use crate::backend::{Backend, BackendChanges, BackendSet, Event};
+use crate::config::{CheckKind, Config, OnDown};
 use crate::metrics::Metrics;
 
 /// Loaded TLS client configs for checks, by backend name.
@@ -65,36 +70,72 @@ pub fn load_tls(config: &Config) -> Result<TlsConfigs, Vec<TlsError>> {
     }
 }
 
-/// Runs the checks of every backend.
+/// One endpoint's running check task.
 #[derive(Debug)]
-pub struct HealthChecker {
-    metrics: Metrics,
-    tracker: TaskTracker,
-    /// Cancels the current generation of check tasks.
-    generation: Mutex<CancellationToken>,
+struct Running {
+    backend: Arc<Backend>,
     stop: CancellationToken,
 }
 
-impl HealthChecker {
-    /// A checker whose tasks run on `tracker` until `stop`.
-    pub fn new(metrics: Metrics, tracker: TaskTracker, stop: CancellationToken) -> Self {
+/// Runs the checks of every endpoint of a [`BackendSet`].
+#[derive(Debug)]
+pub struct Checks {
+    backends: Arc<BackendSet>,
+    metrics: Metrics,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    /// TLS client configs of the running config's checks, by `backends[].name`.
+    tls: Mutex<TlsConfigs>,
+    /// By endpoint name.
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl Checks {
+    /// A service whose tasks run on `tracker` until `stop`; nothing runs before
+    /// [`sync`](Self::sync).
+    pub fn new(
+        backends: Arc<BackendSet>,
+        metrics: Metrics,
+        tls: TlsConfigs,
+        tracker: TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
+            backends,
             metrics,
             tracker,
-            generation: Mutex::new(stop.child_token()),
             stop,
+            tls: Mutex::new(tls),
+            running: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Replace every check task with one per backend in `list`.
-    pub fn restart(&self, list: &[Arc<Backend>], tls: &TlsConfigs) {
-        let next = self.stop.child_token();
-        let old = std::mem::replace(
-            &mut *self.generation.lock().unwrap_or_else(|e| e.into_inner()),
-            next.clone(),
-        );
-        old.cancel();
-        for backend in list {
+    /// Use `tls` for checks started from now on (a reload restarts the checks it changes).
+    pub fn set_tls(&self, tls: TlsConfigs) {
+        *lock(&self.tls) = tls;
+    }
+
+    /// Make the running checks match the set: start those missing, stop those of endpoints
+    /// gone, and restart those of the configured backends named in `restart` (their check
+    /// settings changed). Returns how many tasks were started.
+    pub fn sync(&self, restart: &[String]) -> usize {
+        let list = self.backends.snapshot();
+        let tls = lock(&self.tls).clone();
+        let mut running = lock(&self.running);
+        running.retain(|name, r| {
+            let keep = list.iter().any(|b| Arc::ptr_eq(b, &r.backend))
+                && !restart.iter().any(|c| c == r.backend.config_name());
+            if !keep {
+                tracing::debug!(backend = %name, "checks stopped");
+                r.stop.cancel();
+            }
+            keep
+        });
+        let mut started = 0;
+        for backend in list.iter() {
+            if running.contains_key(backend.name()) {
+                continue;
+            }
             let cfg = backend.health_config();
             if cfg.kind == CheckKind::None {
                 continue;
@@ -107,18 +148,110 @@ impl HealthChecker {
                     continue;
                 }
             };
+            let stop = self.stop.child_token();
             self.tracker.spawn(check_loop(
                 Arc::clone(backend),
+                Arc::clone(&self.backends),
                 prober,
                 self.metrics.clone(),
-                next.clone(),
+                stop.clone(),
             ));
+            running.insert(
+                backend.name().to_owned(),
+                Running {
+                    backend: Arc::clone(backend),
+                    stop,
+                },
+            );
+            started += 1;
+        }
+        started
+    }
+
+    /// Endpoints with a running check task (tests, status).
+    pub fn running(&self) -> usize {
+        lock(&self.running).len()
+    }
+
+    /// Act on one event of the backend set.
+    pub fn react(&self, event: Event) {
+        match event {
+            Event::Transition {
+                backend,
+                transition,
+            } => self.transition(&backend, &transition),
+            Event::Endpoints(changes) => self.endpoints(&changes),
         }
     }
+
+    /// Consume the set's events until `stop`.
+    pub async fn react_until_stopped(
+        &self,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    ) {
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                e = events.recv() => match e {
+                    Some(e) => self.react(e),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn transition(&self, backend: &Backend, t: &Transition) {
+        let name = backend.name();
+        self.metrics.transition(name, t);
+        let line = format!("backend {name}: {} -> {} ({})", t.from, t.to, t.reason);
+        if t.to == State::Up {
+            tracing::info!(backend = %name, from = %t.from, to = %t.to, reason = %t.reason, "{line}");
+        } else {
+            tracing::warn!(backend = %name, from = %t.from, to = %t.to, reason = %t.reason, "{line}");
+        }
+        // The state may have moved on since; close only if it is still down.
+        if t.to == State::Down
+            && backend.state() == State::Down
+            && backend.health_config().on_down == OnDown::Close
+        {
+            let n = backend.active();
+            if n > 0 {
+                tracing::warn!(backend = %name, connections = n, "onDown close: closing its connections");
+            }
+            backend.close_connections();
+        }
+    }
+
+    fn endpoints(&self, changes: &BackendChanges) {
+        let list = self.backends.snapshot();
+        for name in &changes.removed {
+            if !list.iter().any(|b| b.name() == name) {
+                for st in State::ALL {
+                    let _ = self
+                        .metrics
+                        .backend_state
+                        .remove_label_values(&[name, st.as_str()]);
+                }
+                let _ = self.metrics.backend_active.remove_label_values(&[name]);
+            }
+        }
+        for b in list.iter() {
+            if changes.added.iter().any(|n| n == b.name()) {
+                self.metrics.set_state(b.name(), b.state());
+            }
+        }
+        self.sync(&[]);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic mid-update of plain data; the data is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn check_loop(
     backend: Arc<Backend>,
+    set: Arc<BackendSet>,
     prober: Prober,
     metrics: Metrics,
     stop: CancellationToken,
@@ -134,16 +267,19 @@ async fn check_loop(
         let started = Instant::now();
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
-            o = check_once(&backend, &prober) => o,
+            o = prober.probe(backend.address()) => o,
         };
-        metrics.check(backend.name(), outcome.label(), started.elapsed());
+        let now = Instant::now();
+        metrics.check(backend.name(), outcome.label(), now - started);
         match &outcome {
             Outcome::Pass => {}
             Outcome::Draining(why) | Outcome::Fail(why) | Outcome::Refused(why) => {
                 tracing::debug!(backend = backend.name(), outcome = outcome.label(), reason = %why, "check failed");
             }
         }
-        backend.on_check(outcome, &metrics);
+        if let Some(t) = backend.on_check(outcome, now) {
+            set.publish(&backend, t);
+        }
         let cfg = backend.health_config();
         delay = if backend.health().in_transition() {
             cfg.fast_interval
@@ -151,8 +287,4 @@ async fn check_loop(
             cfg.interval
         };
     }
-}
-
-async fn check_once(backend: &Backend, prober: &Prober) -> Outcome {
-    prober.probe(backend.address()).await
 }

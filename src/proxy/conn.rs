@@ -10,23 +10,24 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::forward::{self, Activity, End, Mode};
-use super::listener::{ClientGuard, tune};
+use super::socket::tune;
 use super::{Settings, Shared};
-use crate::backend::{ActiveGuard, Backend, BackendSet};
+use crate::backend::{ActiveGuard, Backend, State};
 use crate::config::Forwarding;
-use crate::health::state::State;
 
-/// Serve one accepted client.
-pub(crate) async fn run(
-    guard: ClientGuard,
+/// Serve one accepted client. `admission` (its place under `maxConnections`) is held until
+/// the connection ends.
+pub(crate) async fn run<A: Send + 'static>(
+    shared: Arc<Shared>,
     client: TcpStream,
     peer: SocketAddr,
     cut: CancellationToken,
+    admission: A,
 ) {
     let span = tracing::debug_span!("conn", %peer);
     async move {
-        let shared = &guard.0;
-        // The client leg inherited the listener's TCP options (see listener::bind).
+        let shared = &shared;
+        // The client leg inherited the listener's TCP options (see socket::bind).
         let settings = shared.settings.load_full();
         let connected = tokio::select! {
             c = connect_any(shared, &settings) => c,
@@ -80,6 +81,7 @@ pub(crate) async fn run(
             _ => tracing::debug!(backend = %name, up, down, reason = end.label(), "closed"),
         }
         drop(active);
+        drop(admission);
     }
     .instrument(span)
     .await
@@ -123,10 +125,13 @@ async fn connect_any(
     let mut tried = vec![false; list.len()];
     for phase in [Phase::Up, Phase::FailOpen] {
         loop {
-            let cands = BackendSet::candidates(&list);
-            let pick = settings
-                .selector
-                .pick(&cands, |i| !tried[i] && phase.admits(cands[i].state));
+            let now = tokio::time::Instant::now();
+            let cands: Vec<_> = list.iter().map(|b| b.candidate(now)).collect();
+            let pick = settings.selector.pick(
+                &cands,
+                |i| !tried[i] && phase.admits(cands[i].state),
+                &mut rand::rng(),
+            );
             let Some(i) = pick else { break };
             tried[i] = true;
             let backend = &list[i];
@@ -153,7 +158,10 @@ async fn connect_any(
                         .connect_failures
                         .with_label_values(&[backend.name(), reason])
                         .inc();
-                    let run = backend.connect_failed(&e.to_string(), &shared.metrics);
+                    let (run, transition) = backend.connect_failed(&e.to_string());
+                    if let Some(t) = transition {
+                        shared.backends.publish(backend, t);
+                    }
                     tracing::info!(backend = backend.name(), address = %backend.address(), error = %e, consecutive_failures = run, "connect failed; trying the next backend");
                 }
             }

@@ -1,52 +1,48 @@
-//! The layer-4 data plane: listeners, connection admission, backend connect with retry,
-//! and forwarding.
+//! The layer-4 data plane: listening sockets, accept, one connection, forwarding. It reads
+//! the [`BackendSet`] and its [`Settings`] and moves bytes; health checks, DNS, the VIP and
+//! reloads are the control plane's ([`crate::control`]), which drives a [`Proxy`] through
+//! [`Proxy::bind`], [`Proxy::apply`], [`Proxy::stop_accepting`] and [`Proxy::drain`].
 //!
-//! [`Proxy`] owns the running state. It is driven from outside ([`crate::control`] maps
-//! signals to [`Proxy::reload`] and [`Proxy::shutdown`]), so tests can drive it directly.
+//! ```text
+//!   socket.rs ──> accept.rs ──> conn.rs ──> forward.rs ──> pool.rs
+//!   (bind, TCP    (limits,       (pick, connect   (splice / copy,
+//!    options)      back-off)      with retry)      half-close, idle)
+//! ```
 
+mod accept;
 mod conn;
 mod forward;
-mod listener;
 mod pool;
+mod socket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use socket2::SockRef;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::dns::{DnsWatcher, OnAnswer};
+use crate::backend::BackendSet;
 use crate::backend::select::Selector;
-use crate::backend::{BackendChanges, BackendSet};
 use crate::config::{Config, Forwarding, ListenerOptions, TcpOptions, Timeouts};
-use crate::health::probe::TlsError;
-use crate::health::state::State;
-use crate::health::task::{HealthChecker, TlsConfigs, load_tls};
 use crate::metrics::Metrics;
 
-/// Why the proxy could not start or apply a config.
+/// Why the proxy could not start or bind a new listener.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A listening socket could not be set up.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Bind {
         /// The configured address.
         address: SocketAddr,
         /// Why.
         source: std::io::Error,
     },
-    /// The DNS resolver for DNS-named backends could not be set up.
-    #[error(transparent)]
-    Dns(#[from] crate::backend::dns::Error),
-    /// TLS files for health checks are missing or bad; every problem is listed.
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-    HealthTls(Vec<TlsError>),
 }
 
 /// The settings a new connection reads once, swapped whole on reload.
@@ -75,60 +71,31 @@ impl Settings {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) settings: ArcSwap<Settings>,
-    pub(crate) backends: BackendSet,
+    pub(crate) backends: Arc<BackendSet>,
     /// Client connections open now (the `maxConnections` count).
     pub(crate) active: AtomicUsize,
     pub(crate) metrics: Metrics,
     pub(crate) pools: pool::Pools,
-    checker: HealthChecker,
-    /// TLS client configs of the running config's checks.
-    tls: ArcSwap<TlsConfigs>,
-}
-
-impl Shared {
-    /// After the endpoint list changed: metric series follow, and checks cover exactly the
-    /// endpoints now in the set.
-    fn endpoints_changed(&self, changes: &BackendChanges) {
-        if changes.is_empty() {
-            return;
-        }
-        let list = self.backends.snapshot();
-        for name in &changes.removed {
-            if !list.iter().any(|b| b.name() == name) {
-                for st in State::ALL {
-                    let _ = self
-                        .metrics
-                        .backend_state
-                        .remove_label_values(&[name, st.as_str()]);
-                }
-                let _ = self.metrics.backend_active.remove_label_values(&[name]);
-            }
-        }
-        for b in list.iter() {
-            if changes.added.iter().any(|n| n == b.name()) {
-                self.metrics.set_state(b.name(), b.state());
-            }
-        }
-        self.checker.restart(&list, &self.tls.load());
-    }
 }
 
 /// One bound listener.
 #[derive(Debug)]
 struct Listening {
     local: SocketAddr,
-    options: ListenerOptions,
     stop: CancellationToken,
     /// Shared with its accept loop, so a reload can set new TCP options on it.
-    socket: Arc<tokio::net::TcpListener>,
+    socket: Arc<TcpListener>,
 }
 
-/// What a reload changed.
+/// Listening sockets bound for a reload, not yet accepting: [`Proxy::apply`] starts them,
+/// and dropping them closes them (a reload that fails later changes nothing).
 #[derive(Debug, Default)]
-pub struct ReloadReport {
-    /// Backend changes.
-    pub backends: BackendChanges,
-    /// Listeners bound.
+pub struct Bound(Vec<(SocketAddr, TcpListener)>);
+
+/// What [`Proxy::apply`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Listeners started.
     pub listeners_added: Vec<SocketAddr>,
     /// Listeners closed (their connections continue).
     pub listeners_removed: Vec<SocketAddr>,
@@ -136,7 +103,7 @@ pub struct ReloadReport {
     pub warnings: Vec<String>,
 }
 
-/// How a shutdown went.
+/// How a drain went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Connections open when accepting stopped.
@@ -145,93 +112,64 @@ pub struct ShutdownReport {
     pub cut: usize,
 }
 
-/// A running proxy.
+/// A running data plane.
 #[derive(Debug)]
 pub struct Proxy {
     shared: Arc<Shared>,
     /// Listeners by configured address.
     listeners: Mutex<HashMap<SocketAddr, Listening>>,
-    config: Mutex<Config>,
+    /// Configured listen addresses, in config order.
+    order: Mutex<Vec<SocketAddr>>,
+    /// Accept loops and connections.
     tracker: TaskTracker,
     /// Cancelled at the end of a drain: every connection closes.
     cut: CancellationToken,
-    dns: DnsWatcher,
-    /// Cancelled at shutdown: health checks and DNS watches stop.
-    stop_checks: CancellationToken,
 }
 
 impl Proxy {
-    /// Bind every listener of `config` and start accepting. Fails, with nothing left
-    /// running, if any listener cannot be bound.
-    pub fn start(config: Config, metrics: Metrics) -> Result<Proxy, Error> {
-        let tls = load_tls(&config).map_err(Error::HealthTls)?;
-        let tracker = TaskTracker::new();
-        let stop_checks = CancellationToken::new();
-        let checker = HealthChecker::new(metrics.clone(), tracker.clone(), stop_checks.clone());
-        let dns = DnsWatcher::new(tracker.clone(), stop_checks.clone());
-        let shared = Arc::new(Shared {
-            settings: ArcSwap::from_pointee(Settings::new(
-                &config,
-                Arc::new(Selector::new(config.balance)),
-            )),
-            backends: BackendSet::new(&config.backends),
-            active: AtomicUsize::new(0),
-            metrics,
-            pools: pool::Pools::default(),
-            checker,
-            tls: ArcSwap::from_pointee(tls),
-        });
-        for b in shared.backends.snapshot().iter() {
-            shared.metrics.set_state(b.name(), b.state());
-        }
-        let proxy = Proxy {
-            shared,
-            listeners: Mutex::new(HashMap::new()),
-            config: Mutex::new(config.clone()),
-            tracker,
-            cut: CancellationToken::new(),
-            dns,
-            stop_checks,
-        };
+    /// Bind every listener of `config` and start accepting, picking from `backends`. Fails,
+    /// with nothing left running, if any listener cannot be bound.
+    pub fn start(
+        config: &Config,
+        backends: Arc<BackendSet>,
+        metrics: Metrics,
+    ) -> Result<Proxy, Error> {
         let bound = bind_all(&config.listen, &config.listener, &config.tcp)?;
-        let shared = &proxy.shared;
-        // DNS first: if its resolver cannot be built, nothing has been spawned yet.
-        proxy.dns.restart(
-            &config.backends,
-            &config.dns,
-            &shared.metrics,
-            &proxy.on_answer(),
-        )?;
-        shared
-            .checker
-            .restart(&shared.backends.snapshot(), &shared.tls.load());
+        let proxy = Proxy {
+            shared: Arc::new(Shared {
+                settings: ArcSwap::from_pointee(Settings::new(
+                    config,
+                    Arc::new(Selector::new(config.balance)),
+                )),
+                backends,
+                active: AtomicUsize::new(0),
+                metrics,
+                pools: pool::Pools::default(),
+            }),
+            listeners: Mutex::new(HashMap::new()),
+            order: Mutex::new(config.listen.clone()),
+            tracker: TaskTracker::new(),
+            cut: CancellationToken::new(),
+        };
         for (addr, l) in bound {
-            proxy.spawn_listener(addr, l, config.listener);
+            proxy.spawn_listener(addr, l);
         }
         Ok(proxy)
     }
 
     /// The bound local address of every listener, in config order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        let config = lock(&self.config);
+        let order = lock(&self.order);
         let listeners = lock(&self.listeners);
-        config
-            .listen
+        order
             .iter()
             .filter_map(|a| listeners.get(a).map(|l| l.local))
             .collect()
     }
 
-    /// The config running now.
-    pub fn config(&self) -> Config {
-        lock(&self.config).clone()
-    }
-
     /// Client connections open now.
     pub fn active_connections(&self) -> usize {
-        self.shared
-            .active
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.shared.active.load(Ordering::Acquire)
     }
 
     /// The metrics this proxy updates.
@@ -239,34 +177,23 @@ impl Proxy {
         &self.shared.metrics
     }
 
-    /// Cut every established connection now (the end of a drain, or a forced stop).
-    pub fn cut_now(&self) {
-        self.cut.cancel();
+    /// Bind `addrs` (the listeners a reload adds) with `config`'s options, or none of them.
+    pub fn bind(&self, addrs: &[SocketAddr], config: &Config) -> Result<Bound, Error> {
+        bind_all(addrs, &config.listener, &config.tcp).map(Bound)
     }
 
-    /// The live backend set.
-    pub fn backends(&self) -> &BackendSet {
-        &self.shared.backends
-    }
-
-    /// Apply a new (already checked) config without dropping established connections. New
-    /// listeners are bound first; if one fails, nothing changes and the error is returned.
-    pub fn reload(&self, config: Config) -> Result<ReloadReport, Error> {
-        let mut report = ReloadReport::default();
-        let tls = load_tls(&config).map_err(Error::HealthTls)?;
-        let mut current = lock(&self.config);
-        let new_addrs: Vec<SocketAddr> = {
-            let listeners = lock(&self.listeners);
-            config
-                .listen
-                .iter()
-                .copied()
-                .filter(|a| !listeners.contains_key(a))
-                .collect()
-        };
-        let bound = bind_all(&new_addrs, &config.listener, &config.tcp)?;
-
-        // Settings: keep the selector (and its round-robin position) if balance is unchanged.
+    /// Switch to `config`: new connections read its settings (the round-robin position is
+    /// kept when `balance` is unchanged), `bound` listeners start accepting, listeners not
+    /// in `config.listen` close (their connections continue). `tcp_changed` retunes the
+    /// kept listeners; `options_changed` is reported, as it needs a restart.
+    pub fn apply(
+        &self,
+        config: &Config,
+        bound: Bound,
+        tcp_changed: bool,
+        options_changed: bool,
+    ) -> Applied {
+        let mut applied = Applied::default();
         let old = self.shared.settings.load_full();
         let selector = if old.selector.kind() == config.balance {
             Arc::clone(&old.selector)
@@ -275,68 +202,55 @@ impl Proxy {
         };
         self.shared
             .settings
-            .store(Arc::new(Settings::new(&config, selector)));
-        self.shared.tls.store(Arc::new(tls));
-        report.backends = self.shared.backends.update(&config.backends);
-        self.shared.endpoints_changed(&report.backends);
-        // Health settings may have changed for kept backends too.
-        self.shared
-            .checker
-            .restart(&self.shared.backends.snapshot(), &self.shared.tls.load());
-        if let Err(e) = self.dns.restart(
-            &config.backends,
-            &config.dns,
-            &self.shared.metrics,
-            &self.on_answer(),
-        ) {
-            report
-                .warnings
-                .push(format!("DNS-named backends keep their last answers: {e}"));
-        }
-
-        for (addr, l) in bound {
-            report.listeners_added.push(addr);
-            self.spawn_listener(addr, l, config.listener);
+            .store(Arc::new(Settings::new(config, selector)));
+        *lock(&self.order) = config.listen.clone();
+        for (addr, l) in bound.0 {
+            applied.listeners_added.push(addr);
+            self.spawn_listener(addr, l);
         }
         let mut listeners = lock(&self.listeners);
-        let tcp_changed = current.tcp != config.tcp;
         listeners.retain(|addr, l| {
-            if config.listen.contains(addr) {
-                if tcp_changed {
-                    // Connections accepted from now on inherit the new options.
-                    if let Err(e) = listener::tune_socket(SockRef::from(&*l.socket), &config.tcp) {
-                        report
-                            .warnings
-                            .push(format!("listener {addr}: cannot apply the new tcp options: {e}"));
-                    }
-                }
-                if l.options != config.listener {
-                    report.warnings.push(format!(
-                        "listener options changed; the listener on {addr} keeps its old options until restart"
+            if !config.listen.contains(addr) {
+                l.stop.cancel();
+                applied.listeners_removed.push(*addr);
+                return false;
+            }
+            if applied.listeners_added.contains(addr) {
+                return true;
+            }
+            if tcp_changed {
+                // Connections accepted from now on inherit the new options.
+                if let Err(e) = socket::tune_socket(SockRef::from(&*l.socket), &config.tcp) {
+                    applied.warnings.push(format!(
+                        "listener {addr}: cannot apply the new tcp options: {e}"
                     ));
                 }
-                true
-            } else {
-                l.stop.cancel();
-                report.listeners_removed.push(*addr);
-                false
             }
+            if options_changed {
+                applied.warnings.push(format!(
+                    "listener options changed; the listener on {addr} keeps its old options until restart"
+                ));
+            }
+            true
         });
-        *current = config;
-        Ok(report)
+        applied.listeners_removed.sort();
+        applied
     }
 
-    /// Stop accepting, let connections finish for up to `drain`, then cut the rest. Returns
-    /// once every connection task has ended.
-    pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
-        self.stop_checks.cancel();
-        for l in lock(&self.listeners).drain() {
-            l.1.stop.cancel();
+    /// Stop accepting on every listener and close them; established connections continue.
+    pub fn stop_accepting(&self) {
+        for (_, l) in lock(&self.listeners).drain() {
+            l.stop.cancel();
         }
+    }
+
+    /// Let connections finish for up to `limit`, then cut the rest. Returns once every
+    /// accept loop and connection task has ended. Call after [`stop_accepting`](Self::stop_accepting).
+    pub async fn drain(&self, limit: Duration) -> ShutdownReport {
         self.tracker.close();
         let open_at_start = self.active_connections();
         let mut cut = 0;
-        if tokio::time::timeout(drain, self.tracker.wait())
+        if tokio::time::timeout(limit, self.tracker.wait())
             .await
             .is_err()
         {
@@ -347,29 +261,23 @@ impl Proxy {
         ShutdownReport { open_at_start, cut }
     }
 
-    /// The callback DNS watches call with each answer.
-    fn on_answer(&self) -> OnAnswer {
-        let shared = Arc::clone(&self.shared);
-        Arc::new(move |name: &str, addrs| {
-            let changes = shared.backends.set_resolved(name, addrs);
-            if !changes.is_empty() {
-                tracing::info!(backend = name, added = ?changes.added, removed = ?changes.removed, "DNS answer changed the endpoints");
-            }
-            shared.endpoints_changed(&changes);
-        })
+    /// Stop accepting, drain for up to `limit` and cut the rest.
+    pub async fn shutdown(&self, limit: Duration) -> ShutdownReport {
+        self.stop_accepting();
+        self.drain(limit).await
     }
 
-    fn spawn_listener(
-        &self,
-        addr: SocketAddr,
-        l: tokio::net::TcpListener,
-        options: ListenerOptions,
-    ) {
+    /// Cut every established connection now (the end of a drain, or a forced stop).
+    pub fn cut_now(&self) {
+        self.cut.cancel();
+    }
+
+    fn spawn_listener(&self, addr: SocketAddr, l: TcpListener) {
         let local = l.local_addr().unwrap_or(addr);
         let stop = CancellationToken::new();
         let socket = Arc::new(l);
         tracing::info!(address = %local, "listening");
-        self.tracker.spawn(listener::accept_loop(
+        self.tracker.spawn(accept::accept_loop(
             Arc::clone(&socket),
             Arc::clone(&self.shared),
             stop.clone(),
@@ -380,7 +288,6 @@ impl Proxy {
             addr,
             Listening {
                 local,
-                options,
                 stop,
                 socket,
             },
@@ -393,17 +300,18 @@ fn bind_all(
     addrs: &[SocketAddr],
     opts: &ListenerOptions,
     tcp: &TcpOptions,
-) -> Result<Vec<(SocketAddr, tokio::net::TcpListener)>, Error> {
+) -> Result<Vec<(SocketAddr, TcpListener)>, Error> {
     addrs
         .iter()
         .map(|&address| {
-            listener::bind(address, opts, tcp)
+            socket::bind(address, opts, tcp)
                 .map(|l| (address, l))
                 .map_err(|source| Error::Bind { address, source })
         })
         .collect()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic mid-update of plain data; the data is still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -8,7 +8,8 @@
 //!   FSM and carries out its actions; [`Vip`] is its handle.
 //!
 //! Who announces the VIP stays behind the narrow [`Vip`] handle (start, status, reload,
-//! shutdown) fed by a healthy-backend count, so another announcer (BGP through a routing
+//! shutdown) fed by the backend set's view (what can change live is decided by
+//! [`crate::config::diff`]), so another announcer (BGP through a routing
 //! daemon) can sit beside VRRP later without touching the proxy or `control`. What this module
 //! does not do: virtual MACs, VRRPv2, authentication, sync groups across interfaces.
 
@@ -63,19 +64,13 @@ pub enum Error {
         /// The error.
         error: io::Error,
     },
-    /// A reload changed something that cannot change while running.
-    #[error("vip: {0}; restart apilb to apply it")]
-    NotLive(String),
 }
 
 impl Error {
     /// Whether the config (or the host it meets) is at fault, rather than the runtime: such
     /// errors exit with the config exit code.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            Error::NoInterface(_) | Error::Unusable { .. } | Error::NotLive(_)
-        )
+        matches!(self, Error::NoInterface(_) | Error::Unusable { .. })
     }
 }
 
@@ -186,44 +181,6 @@ fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
-    }
-}
-
-/// Whether `new` can replace `old` while running: the interface, VRID, address list,
-/// peers and checksum style are what peers match on, so they need a restart.
-pub fn live_change(old: Option<&VipConfig>, new: Option<&VipConfig>) -> Result<(), Error> {
-    let (old, new) = match (old, new) {
-        (None, None) => return Ok(()),
-        (Some(_), None) => return Err(Error::NotLive("the vip section was removed".into())),
-        (None, Some(_)) => return Err(Error::NotLive("a vip section was added".into())),
-        (Some(o), Some(n)) => (o, n),
-    };
-    let mut changed = Vec::new();
-    if old.interface != new.interface {
-        changed.push(format!(
-            "vip.interface ({} -> {})",
-            old.interface, new.interface
-        ));
-    }
-    if old.vrid != new.vrid {
-        changed.push(format!("vip.vrid ({} -> {})", old.vrid, new.vrid));
-    }
-    if old.addresses != new.addresses {
-        changed.push("vip.addresses".into());
-    }
-    if old.unicast_peers != new.unicast_peers {
-        changed.push("vip.unicastPeers".into());
-    }
-    if old.checksum != new.checksum {
-        changed.push("vip.checksum".into());
-    }
-    if changed.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::NotLive(format!(
-            "{} cannot change while running",
-            changed.join(", ")
-        )))
     }
 }
 

@@ -4,37 +4,37 @@
 //! ```text
 //!   raw socket ──packet──┐
 //!   deadline ───Timer────┼──> Fsm::handle ──actions──> send advert / add, remove addresses /
-//!   healthy() ──count────┤                             GARP+NA / metrics, status
+//!   backend View ─count──┤                             GARP+NA / metrics, status
 //!   Vip handle ──cmd─────┘ (reload, stop)
 //! ```
 //! The select is biased towards the timer, so a flood of packets (valid or not) never delays
 //! our own adverts.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use super::fsm::{Action, Event, Fsm, Params, State};
 use super::net::{self, Sockets};
 use super::packet::{Advert, Invalid};
 use super::{Error, Interface, check_interface};
+use crate::backend::View;
 use crate::config::VipConfig;
 use crate::metrics::VipMetrics;
 
 /// Gratuitous ARPs / NAs per address in one announcement burst (keepalived's
 /// `garp_master_repeat` default).
 pub const ANNOUNCE_BURST: usize = 5;
-/// How often the healthy-backend count is read for tracking.
-pub const HEALTH_POLL: Duration = Duration::from_millis(100);
 /// Longest a graceful stop waits for the priority-0 advert and the address removal.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The healthy-backend count source (the proxy's Up backends).
-pub type HealthyCount = Arc<dyn Fn() -> usize + Send + Sync>;
+/// The healthy-backend count source: the backend set's view, whose Up endpoints are
+/// counted each time it changes.
+pub type Healthy = watch::Receiver<View>;
 
 /// The VIP as `/status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,8 +83,9 @@ impl Vip {
     /// sockets, remove leftover addresses and start as backup. Must run inside the runtime.
     pub async fn start(
         cfg: VipConfig,
-        healthy: HealthyCount,
+        healthy: Healthy,
         metrics: VipMetrics,
+        tracker: &TaskTracker,
     ) -> Result<Vip, Error> {
         let handle = net::netlink().map_err(|error| Error::Netlink {
             interface: cfg.interface.clone(),
@@ -115,7 +116,7 @@ impl Vip {
             status: status_tx,
             send_error_logged: false,
         };
-        tokio::spawn(runner.run(cmd_rx));
+        tracker.spawn(runner.run(cmd_rx));
         Ok(Vip {
             cmd,
             status,
@@ -203,7 +204,7 @@ struct Runner {
     iface: Interface,
     sockets: Sockets,
     metrics: VipMetrics,
-    healthy: HealthyCount,
+    healthy: Healthy,
     status: watch::Sender<VipStatus>,
     send_error_logged: bool,
 }
@@ -221,8 +222,9 @@ impl Runner {
         );
         let acts = self.fsm.handle(Event::Start, Instant::now());
         self.execute(acts).await;
-        let mut poll = tokio::time::interval(HEALTH_POLL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.track_now().await;
+        // False once the backend set is gone (the process is stopping).
+        let mut healthy_open = true;
         loop {
             let deadline = self.fsm.next_deadline();
             let acts = tokio::select! {
@@ -232,7 +234,11 @@ impl Runner {
                     Some(Command::Reconfigure(cfg)) => {
                         let p = params(&cfg, self.fsm.params().local);
                         self.cfg = *cfg;
-                        self.fsm.handle(Event::Reconfigure(p), Instant::now())
+                        let acts = self.fsm.handle(Event::Reconfigure(p), Instant::now());
+                        self.execute(acts).await;
+                        // Tracking may have been turned on: give it the count now.
+                        self.track_now().await;
+                        Vec::new()
                     }
                     Some(Command::Stop(done)) => {
                         let acts = self.fsm.handle(Event::Stop, Instant::now());
@@ -247,10 +253,17 @@ impl Runner {
                         return;
                     }
                 },
-                _ = poll.tick(), if self.cfg.track.is_some() => {
-                    let n = (self.healthy)();
-                    self.fsm.handle(Event::Healthy(n), Instant::now())
-                }
+                r = self.healthy.changed(), if healthy_open => match r {
+                    Ok(()) if self.cfg.track.is_some() => {
+                        let n = self.healthy.borrow_and_update().up();
+                        self.fsm.handle(Event::Healthy(n), Instant::now())
+                    }
+                    Ok(()) => Vec::new(),
+                    Err(_) => {
+                        healthy_open = false;
+                        Vec::new()
+                    }
+                },
                 pkt = self.sockets.recv() => match pkt {
                     Ok(Ok(r)) if own.contains(&r.src) => Vec::new(),
                     Ok(Ok(r)) => {
@@ -291,6 +304,15 @@ impl Runner {
                     }
                 },
             };
+            self.execute(acts).await;
+        }
+    }
+
+    /// Feed the current healthy count to the FSM, when tracking is on.
+    async fn track_now(&mut self) {
+        if self.cfg.track.is_some() {
+            let n = self.healthy.borrow_and_update().up();
+            let acts = self.fsm.handle(Event::Healthy(n), Instant::now());
             self.execute(acts).await;
         }
     }

@@ -62,24 +62,3 @@ fn host_check_lists_every_problem() {
         "{err}"
     );
 }
-
-#[test]
-fn only_priority_timing_and_tracking_change_live() {
-    let a = cfg(&["10.0.0.100/24"]);
-    let mut b = a.clone();
-    b.priority = 200;
-    b.advert_interval = Duration::from_secs(1);
-    assert!(live_change(Some(&a), Some(&b)).is_ok());
-    b.vrid = 52;
-    b.interface = "eth1".into();
-    assert_eq!(
-        live_change(Some(&a), Some(&b))
-            .expect_err("not live")
-            .to_string(),
-        "vip: vip.interface (eth0 -> eth1), vip.vrid (51 -> 52) cannot change while running; restart apilb to apply it"
-    );
-    assert!(live_change(Some(&a), None).is_err());
-    assert!(live_change(None, None).is_ok());
-}
-
-use std::time::Duration;

@@ -5,16 +5,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use apilb::config::Config;
+use apilb::control::Server;
 use apilb::health::state::{Admin, State};
-use apilb::metrics::Metrics;
-use apilb::proxy::Proxy;
 
 use crate::support::apiserver::*;
 use crate::support::*;
 
-fn start(yaml: &str) -> Proxy {
+async fn start(yaml: &str) -> Server {
     let config = Config::from_yaml(yaml, "test.yaml").expect("valid test config");
-    Proxy::start(config, Metrics::unregistered()).expect("proxy starts")
+    Server::start(config, std::path::Path::new("test.yaml"))
+        .await
+        .expect("server starts")
 }
 
 fn lb_for(servers: &[&FakeApiserver], extra: &str) -> String {
@@ -23,7 +24,14 @@ fn lb_for(servers: &[&FakeApiserver], extra: &str) -> String {
     lb_yaml(&["127.0.0.1:0".parse().expect("addr")], &backends, extra)
 }
 
-async fn wait_state(lb: &Proxy, name: &str, want: State, limit: Duration) {
+/// What `POST /backends/NAME/ACTION` does: set the override and publish the transition.
+fn operator(lb: &Server, b: &std::sync::Arc<apilb::backend::Backend>, admin: Option<Admin>) {
+    if let Some(t) = b.set_admin(admin) {
+        lb.backends().publish(b, t);
+    }
+}
+
+async fn wait_state(lb: &Server, name: &str, want: State, limit: Duration) {
     let b = lb.backends().find(name).expect("backend");
     wait_until(limit, &format!("{name} {want}"), || async {
         b.state() == want
@@ -43,7 +51,8 @@ async fn up_drain_down_up_with_exact_routing() {
     let lb = start(&lb_for(
         &[&m1, &m2],
         &format!("balance: round-robin\n{extra}"),
-    ));
+    ))
+    .await;
     let addr = lb.local_addrs()[0];
 
     // Up: new connections reach both.
@@ -113,7 +122,7 @@ async fn hung_backend_is_marked_down_in_bounded_time() {
     let m2 = FakeApiserver::start("master-2", &pki, true).await;
     let extra =
         pki.health_yaml("  interval: 400ms\n  fastInterval: 100ms\n  timeout: 300ms\n  fall: 2\n");
-    let lb = start(&lb_for(&[&m1, &m2], &extra));
+    let lb = start(&lb_for(&[&m1, &m2], &extra)).await;
     let addr = lb.local_addrs()[0];
     wait_until(WAIT, "first checks passed", || async {
         lb.metrics()
@@ -154,7 +163,7 @@ async fn on_down_close_cuts_established_connections() {
         let extra = pki.health_yaml(&format!(
             "  interval: 100ms\n  fastInterval: 50ms\n  timeout: 200ms\n  onDown: {mode}\n"
         ));
-        let lb = start(&lb_for(&[&m1], &extra));
+        let lb = start(&lb_for(&[&m1], &extra)).await;
         let mut conn = HttpsConn::open(lb.local_addrs()[0], &pki).await;
         assert_eq!(conn.name().await, "master-1");
         // Checks fail (hung for new connections) while the established one still works.
@@ -188,7 +197,7 @@ async fn slow_start_ramps_a_returning_backend() {
     let extra = pki.health_yaml(
         "  interval: 100ms\n  fastInterval: 50ms\n  timeout: 300ms\n  slowStart: 1h\n",
     );
-    let lb = start(&lb_for(&[&m1, &m2], &extra));
+    let lb = start(&lb_for(&[&m1, &m2], &extra)).await;
     let addr = lb.local_addrs()[0];
     // Load m2 with 20 connections while m1 is out.
     m1.set_ready(false);
@@ -223,7 +232,7 @@ async fn mutual_tls_checks_pass_with_the_right_certificate_only() {
     let pki = TestPki::new();
     let m1 = FakeApiserver::start("master-1", &pki, true).await;
     let good = pki.health_yaml("  interval: 100ms\n  fastInterval: 50ms\n");
-    let lb = start(&lb_for(&[&m1], &good));
+    let lb = start(&lb_for(&[&m1], &good)).await;
     wait_until(WAIT, "a passing check", || async {
         lb.metrics()
             .checks
@@ -243,7 +252,7 @@ async fn mutual_tls_checks_pass_with_the_right_certificate_only() {
         pki.stranger_cert.display(),
         pki.stranger_key.display()
     );
-    let lb2 = start(&lb_for(&[&m1], &bad));
+    let lb2 = start(&lb_for(&[&m1], &bad)).await;
     wait_state(&lb2, "master-1", State::Down, WAIT).await;
     let reason = lb2
         .backends()
@@ -264,7 +273,7 @@ async fn mutual_tls_checks_pass_with_the_right_certificate_only() {
         pki.client_cert.display(),
         pki.client_key.display()
     );
-    let lb3 = start(&lb_for(&[&m1], &wrong_name));
+    let lb3 = start(&lb_for(&[&m1], &wrong_name)).await;
     wait_state(&lb3, "master-1", State::Down, WAIT).await;
     let reason = lb3
         .backends()
@@ -286,7 +295,7 @@ async fn operator_drain_and_maint() {
     let pki = TestPki::new();
     let m1 = FakeApiserver::start("master-1", &pki, true).await;
     let m2 = FakeApiserver::start("master-2", &pki, true).await;
-    let lb = start(&lb_for(&[&m1, &m2], "health: {kind: tcp, slowStart: 0s}\n"));
+    let lb = start(&lb_for(&[&m1, &m2], "health: {kind: tcp, slowStart: 0s}\n")).await;
     let addr = lb.local_addrs()[0];
     let b1 = lb.backends().find("master-1").expect("b");
     let m = lb.metrics();
@@ -294,8 +303,16 @@ async fn operator_drain_and_maint() {
     // Least-connections with both idle: the first goes to master-1 or master-2.
     let first = c.name().await;
     let b = lb.backends().find(&first).expect("b");
-    b.set_admin(Some(Admin::Drain), m);
+    operator(&lb, &b, Some(Admin::Drain));
     assert_eq!(b.state(), State::Drain);
+    // The control plane hears of it and the state series follows.
+    wait_until(WAIT, "drain state series", || async {
+        m.backend_state
+            .with_label_values(&[first.as_str(), "drain"])
+            .get()
+            == 1
+    })
+    .await;
     let other = if first == "master-1" {
         "master-2"
     } else {
@@ -309,9 +326,9 @@ async fn operator_drain_and_maint() {
         first,
         "drained backend keeps its connection"
     );
-    b.set_admin(None, m);
+    operator(&lb, &b, None);
     assert_eq!(b.state(), State::Up);
-    b1.set_admin(Some(Admin::Maint), m);
+    operator(&lb, &b1, Some(Admin::Maint));
     for _ in 0..3 {
         assert_eq!(apiserver_behind(addr, &pki).await, "master-2");
     }
@@ -323,7 +340,7 @@ async fn fail_open_when_every_backend_is_down() {
     let pki = TestPki::new();
     let m1 = FakeApiserver::start("master-1", &pki, true).await;
     let extra = pki.health_yaml("  interval: 100ms\n  fastInterval: 50ms\n");
-    let lb = start(&lb_for(&[&m1], &extra));
+    let lb = start(&lb_for(&[&m1], &extra)).await;
     // readyz fails (no livePath): down, but it still accepts connections.
     m1.set_ready(false);
     wait_state(&lb, "master-1", State::Down, WAIT).await;
@@ -368,11 +385,14 @@ fn bad_health_settings_get_exact_errors() {
     );
 }
 
-#[test]
-fn unreadable_tls_files_are_named() {
+#[tokio::test]
+async fn unreadable_tls_files_are_named() {
     let yaml = "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - {name: a, address: \"10.0.0.1:6443\"}\nhealth:\n  kind: https\n  tls: {ca: /nonexistent/ca.crt}\n";
     let config = Config::from_yaml(yaml, "t.yaml").expect("valid");
-    let err = Proxy::start(config, Metrics::unregistered()).expect_err("bad tls");
+    let err = Server::start(config, std::path::Path::new("t.yaml"))
+        .await
+        .expect_err("bad tls");
+    assert!(err.is_config(), "a config-stage error: exit 64");
     assert_eq!(
         err.to_string(),
         "health.tls.ca: /nonexistent/ca.crt: No such file or directory (os error 2)"

@@ -4,17 +4,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use apilb::config::Config;
+use apilb::control::Server;
 use apilb::health::state::State;
-use apilb::metrics::Metrics;
-use apilb::proxy::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::*;
 
-fn start(yaml: &str) -> Proxy {
+async fn start(yaml: &str) -> Server {
     let config = Config::from_yaml(yaml, "test.yaml").expect("valid test config");
-    Proxy::start(config, Metrics::unregistered()).expect("proxy starts")
+    Server::start(config, std::path::Path::new("test.yaml"))
+        .await
+        .expect("server starts")
 }
 
 fn any_port() -> Vec<SocketAddr> {
@@ -42,7 +43,8 @@ async fn transfer_exact(forwarding: &str, len: usize) {
         &any_port(),
         &[("b1", b.addr)],
         &format!("forwarding: {forwarding}\n"),
-    ));
+    ))
+    .await;
     let (s, name) = connect_tagged(lb.local_addrs()[0]).await;
     assert_eq!(name, "b1");
     let data = payload(len, 0x9e37_79b9_7f4a_7c15);
@@ -110,7 +112,8 @@ async fn client_half_close_reaches_backend_and_reply_still_flows() {
             &any_port(),
             &[("b", baddr)],
             &format!("forwarding: {forwarding}\n"),
-        ));
+        ))
+        .await;
         let mut c = TcpStream::connect(lb.local_addrs()[0])
             .await
             .expect("connect");
@@ -147,7 +150,8 @@ async fn backend_half_close_reaches_client_and_client_can_still_send() {
             &any_port(),
             &[("b", baddr)],
             &format!("forwarding: {forwarding}\n"),
-        ));
+        ))
+        .await;
         let mut c = TcpStream::connect(lb.local_addrs()[0])
             .await
             .expect("connect");
@@ -180,7 +184,8 @@ async fn refused_backend_is_skipped_and_counted() {
         "balance: round-robin
 health: {kind: none, passiveFall: 0}
 ",
-    ));
+    ))
+    .await;
     let addr = lb.local_addrs()[0];
     for _ in 0..6 {
         let (mut s, name) = connect_tagged(addr).await;
@@ -213,7 +218,8 @@ async fn a_refused_connect_marks_the_backend_down_at_once() {
         "balance: round-robin
 health: {interval: 1h, fastInterval: 1h}
 ",
-    ));
+    ))
+    .await;
     let addr = lb.local_addrs()[0];
     for _ in 0..6 {
         assert_eq!(which_backend(addr).await, "live");
@@ -265,7 +271,8 @@ async fn connect_timeout_moves_on_to_the_next_backend() {
         &any_port(),
         &[("hole", hole), ("live", live.addr)],
         "balance: round-robin\ntimeouts: {connect: 200ms}\n",
-    ));
+    ))
+    .await;
     for _ in 0..2 {
         let (_s, name) = connect_tagged(lb.local_addrs()[0]).await;
         assert_eq!(name, "live");
@@ -285,7 +292,8 @@ async fn all_backends_down_closes_the_client_promptly() {
         &any_port(),
         &[("a", dead_addr()), ("b", dead_addr())],
         "",
-    ));
+    ))
+    .await;
     let mut c = TcpStream::connect(lb.local_addrs()[0])
         .await
         .expect("connect");
@@ -317,7 +325,8 @@ async fn idle_connections_are_closed_and_busy_ones_kept() {
         &any_port(),
         &[("b", b.addr)],
         "timeouts: {idle: 1s}\n",
-    ));
+    ))
+    .await;
     let addr = lb.local_addrs()[0];
     let (mut idle, _) = connect_tagged(addr).await;
     let (mut busy, _) = connect_tagged(addr).await;
@@ -348,7 +357,8 @@ async fn max_connections_closes_extra_clients_at_once() {
         &any_port(),
         &[("b", b.addr)],
         "maxConnections: 2\n",
-    ));
+    ))
+    .await;
     let addr = lb.local_addrs()[0];
     let (mut c1, _) = connect_tagged(addr).await;
     let (mut c2, _) = connect_tagged(addr).await;
@@ -386,7 +396,8 @@ async fn least_connections_spreads_and_follows_load() {
         &any_port(),
         &[("a", bs[0].addr), ("b", bs[1].addr), ("c", bs[2].addr)],
         "",
-    ));
+    ))
+    .await;
     let addr = lb.local_addrs()[0];
     let mut held: Vec<(TcpStream, String)> = Vec::new();
     for _ in 0..9 {
@@ -426,7 +437,7 @@ async fn weighted_round_robin_follows_weights() {
         "listen: [\"127.0.0.1:0\"]\nbackends:\n  - {{name: a, address: \"{}\", weight: 3}}\n  - {{name: b, address: \"{}\"}}\nbalance: round-robin\n",
         a.addr, b.addr
     );
-    let lb = start(&yaml);
+    let lb = start(&yaml).await;
     let mut seq = String::new();
     for _ in 0..8 {
         seq.push_str(&which_backend(lb.local_addrs()[0]).await);
@@ -439,7 +450,7 @@ async fn reload_changes_backends_and_listeners_without_dropping_connections() {
     let a = EchoBackend::start("a").await;
     let b = EchoBackend::start("b").await;
     let first: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let lb = start(&lb_yaml(&[first], &[("a", a.addr)], ""));
+    let lb = start(&lb_yaml(&[first], &[("a", a.addr)], "")).await;
     let (mut old_conn, name) = connect_tagged(first).await;
     assert_eq!(name, "a");
 
@@ -448,11 +459,12 @@ async fn reload_changes_backends_and_listeners_without_dropping_connections() {
     let yaml = lb_yaml(&[first, second], &[("b", b.addr)], "");
     let report = lb
         .reload(Config::from_yaml(&yaml, "new.yaml").expect("valid"))
+        .await
         .expect("reload");
     assert_eq!(report.backends.added, ["b"]);
     assert_eq!(report.backends.removed, ["a"]);
-    assert_eq!(report.listeners_added, [second]);
-    assert!(report.listeners_removed.is_empty());
+    assert_eq!(report.proxy.listeners_added, [second]);
+    assert!(report.proxy.listeners_removed.is_empty());
     assert_eq!(lb.local_addrs(), [first, second]);
     assert_eq!(which_backend(first).await, "b");
     assert_eq!(which_backend(second).await, "b");
@@ -463,8 +475,9 @@ async fn reload_changes_backends_and_listeners_without_dropping_connections() {
     let yaml = lb_yaml(&[second], &[("b", b.addr)], "");
     let report = lb
         .reload(Config::from_yaml(&yaml, "new.yaml").expect("valid"))
+        .await
         .expect("reload");
-    assert_eq!(report.listeners_removed, [first]);
+    assert_eq!(report.proxy.listeners_removed, [first]);
     wait_until(WAIT, "first listener closed", || async {
         TcpStream::connect(first).await.is_err()
     })
@@ -477,13 +490,14 @@ async fn reload_with_an_unbindable_listener_changes_nothing() {
     let a = EchoBackend::start("a").await;
     let b = EchoBackend::start("b").await;
     let first: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let lb = start(&lb_yaml(&[first], &[("a", a.addr)], ""));
+    let lb = start(&lb_yaml(&[first], &[("a", a.addr)], "")).await;
     // A port someone else holds.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken_addr = taken.local_addr().expect("addr");
     let yaml = lb_yaml(&[first, taken_addr], &[("b", b.addr)], "");
     let err = lb
         .reload(Config::from_yaml(&yaml, "new.yaml").expect("valid"))
+        .await
         .expect_err("bind must fail");
     assert!(err.to_string().contains(&taken_addr.to_string()), "{err}");
     assert_eq!(which_backend(first).await, "a", "old backends still in use");
@@ -492,7 +506,7 @@ async fn reload_with_an_unbindable_listener_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_then_cuts_at_the_deadline() {
     let b = EchoBackend::start("b").await;
-    let lb = start(&lb_yaml(&any_port(), &[("b", b.addr)], ""));
+    let lb = start(&lb_yaml(&any_port(), &[("b", b.addr)], "")).await;
     let addr = lb.local_addrs()[0];
     let (mut finishing, _) = connect_tagged(addr).await;
     let (mut lingering, _) = connect_tagged(addr).await;
@@ -538,7 +552,7 @@ async fn dns_named_backends_follow_live_answers() {
         "listen: [\"127.0.0.1:0\"]\nbackends:\n  - {{name: api, address: \"{name}:{port}\"}}\nresolvers: [\"{}\"]\ndnsTtl: {{min: 100ms, max: 1s}}\nhealth: {{kind: tcp, interval: 100ms, fastInterval: 50ms}}\n",
         dns.addr
     );
-    let lb = start(&yaml);
+    let lb = start(&yaml).await;
     let addr = lb.local_addrs()[0];
     wait_until(WAIT, "first answer applied", || async {
         lb.backends().find_all("api").len() == 1
@@ -610,7 +624,8 @@ async fn ipv6_listener_and_backend() {
         &["[::1]:0".parse().expect("addr")],
         &[("v6", b.addr)],
         "",
-    ));
+    ))
+    .await;
     let addr = lb.local_addrs()[0];
     assert!(addr.is_ipv6());
     let (mut s, name) = connect_tagged(addr).await;
@@ -629,9 +644,10 @@ async fn reweighting_takes_effect_live() {
             a.addr, b.addr
         )
     };
-    let lb = start(&yaml(1));
+    let lb = start(&yaml(1)).await;
     let report = lb
         .reload(Config::from_yaml(&yaml(4), "w.yaml").expect("valid"))
+        .await
         .expect("reload");
     assert_eq!(report.backends.reweighted, ["a"]);
     let mut counts = std::collections::HashMap::new();

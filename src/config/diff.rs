@@ -1,0 +1,396 @@
+//! What a reload changes: [`ConfigDiff::new`] compares the running and the new [`Config`]
+//! without touching anything and returns one typed slice per part of the process (listeners,
+//! connection settings, backends, per-backend checks, DNS, VIP, metrics endpoint), or why the
+//! new config cannot be applied while running. Each part applies only its slice, so only the
+//! checks that changed restart.
+
+use std::net::SocketAddr;
+
+use super::{BackendAddress, Config, VipConfig};
+
+/// Why a new config cannot replace the running one without a restart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}; restart apilb to apply it")]
+pub struct NotLive {
+    /// What changed.
+    pub what: String,
+}
+
+/// Listener changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerChanges {
+    /// Addresses to bind, in config order.
+    pub added: Vec<SocketAddr>,
+    /// Addresses to close.
+    pub removed: Vec<SocketAddr>,
+    /// `tcp` changed: kept listeners are retuned (accepted sockets inherit the options).
+    pub tcp_changed: bool,
+    /// `listener` (backlog, reusePort, freebind) changed: applies to new listeners only.
+    pub options_changed: bool,
+}
+
+/// What happens to the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsChange {
+    /// `metrics.listen` changed, or the section was added or removed: the endpoint moves.
+    pub rebind: bool,
+    /// `metrics.admin` or `metrics.watchCertificates` changed.
+    pub settings: bool,
+}
+
+/// What the VIP is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VipChange {
+    /// No `vip` section, or the same one.
+    Unchanged,
+    /// The settings that can change live (priority, interval, preemption, tracking) did.
+    Live(VipConfig),
+}
+
+/// A reload, sliced by the part of the process that applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigDiff {
+    /// Listeners to bind and close.
+    pub listeners: ListenerChanges,
+    /// `balance`, `maxConnections`, `forwarding`, `timeouts` or `tcp` changed: new
+    /// connections read new settings.
+    pub settings: bool,
+    /// The backend list (names, addresses, weights, order) changed.
+    pub backends: bool,
+    /// Backends present before and after whose check settings changed (including their
+    /// TLS files): only their checks restart.
+    pub health: Vec<String>,
+    /// DNS watches restart: `resolvers` or `dnsTtl` changed, or the DNS-named backends did.
+    pub dns: bool,
+    /// The VIP's slice.
+    pub vip: VipChange,
+    /// The metrics endpoint's slice.
+    pub metrics: MetricsChange,
+}
+
+impl ConfigDiff {
+    /// Compare `old` (running) with `new`.
+    pub fn new(old: &Config, new: &Config) -> Result<ConfigDiff, NotLive> {
+        let vip = vip_change(old.vip.as_ref(), new.vip.as_ref())?;
+        let listeners = ListenerChanges {
+            added: new
+                .listen
+                .iter()
+                .filter(|a| !old.listen.contains(a))
+                .copied()
+                .collect(),
+            removed: old
+                .listen
+                .iter()
+                .filter(|a| !new.listen.contains(a))
+                .copied()
+                .collect(),
+            tcp_changed: old.tcp != new.tcp,
+            options_changed: old.listener != new.listener,
+        };
+        let settings = old.balance != new.balance
+            || old.max_connections != new.max_connections
+            || old.forwarding != new.forwarding
+            || old.timeouts != new.timeouts
+            || old.tcp != new.tcp;
+        let shape = |c: &Config| -> Vec<(String, BackendAddress, u32)> {
+            c.backends
+                .iter()
+                .map(|b| (b.name.clone(), b.address.clone(), b.weight))
+                .collect()
+        };
+        let backends = shape(old) != shape(new);
+        let health = new
+            .backends
+            .iter()
+            .filter(|n| {
+                old.backends
+                    .iter()
+                    .any(|o| o.name == n.name && o.health != n.health)
+            })
+            .map(|b| b.name.clone())
+            .collect();
+        let dns_named = |c: &Config| -> Vec<(String, BackendAddress)> {
+            c.backends
+                .iter()
+                .filter(|b| matches!(b.address, BackendAddress::Dns { .. }))
+                .map(|b| (b.name.clone(), b.address.clone()))
+                .collect()
+        };
+        let dns = old.dns != new.dns || dns_named(old) != dns_named(new);
+        let metrics = MetricsChange {
+            rebind: old.metrics.as_ref().map(|m| m.listen)
+                != new.metrics.as_ref().map(|m| m.listen),
+            settings: old
+                .metrics
+                .as_ref()
+                .map(|m| (m.admin, &m.watch_certificates))
+                != new
+                    .metrics
+                    .as_ref()
+                    .map(|m| (m.admin, &m.watch_certificates)),
+        };
+        Ok(ConfigDiff {
+            listeners,
+            settings,
+            backends,
+            health,
+            dns,
+            vip,
+            metrics,
+        })
+    }
+
+    /// True when the new config changes nothing that runs.
+    pub fn is_empty(&self) -> bool {
+        self.listeners == ListenerChanges::default()
+            && !self.settings
+            && !self.backends
+            && self.health.is_empty()
+            && !self.dns
+            && self.vip == VipChange::Unchanged
+            && self.metrics == MetricsChange::default()
+    }
+}
+
+/// The interface, VRID, addresses, peers and checksum style are what VRRP peers match on:
+/// changing them, or adding or removing the section, needs a restart.
+fn vip_change(old: Option<&VipConfig>, new: Option<&VipConfig>) -> Result<VipChange, NotLive> {
+    let (old, new) = match (old, new) {
+        (None, None) => return Ok(VipChange::Unchanged),
+        (Some(_), None) => return Err(not_live("vip: the vip section was removed")),
+        (None, Some(_)) => return Err(not_live("vip: a vip section was added")),
+        (Some(o), Some(n)) => (o, n),
+    };
+    let mut changed = Vec::new();
+    if old.interface != new.interface {
+        changed.push(format!(
+            "vip.interface ({} -> {})",
+            old.interface, new.interface
+        ));
+    }
+    if old.vrid != new.vrid {
+        changed.push(format!("vip.vrid ({} -> {})", old.vrid, new.vrid));
+    }
+    if old.addresses != new.addresses {
+        changed.push("vip.addresses".into());
+    }
+    if old.unicast_peers != new.unicast_peers {
+        changed.push("vip.unicastPeers".into());
+    }
+    if old.checksum != new.checksum {
+        changed.push("vip.checksum".into());
+    }
+    if !changed.is_empty() {
+        return Err(not_live(&format!(
+            "vip: {} cannot change while running",
+            changed.join(", ")
+        )));
+    }
+    Ok(if old == new {
+        VipChange::Unchanged
+    } else {
+        VipChange::Live(new.clone())
+    })
+}
+
+fn not_live(what: &str) -> NotLive {
+    NotLive {
+        what: what.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let yaml = format!(
+            "listen: [\"127.0.0.1:6443\"]\n\
+             backends:\n  - {{name: a, address: \"127.0.0.1:7001\"}}\n  - {{name: b, address: \"127.0.0.1:7002\"}}\n{extra}"
+        );
+        Config::from_yaml(&yaml, "t.yaml").expect("valid")
+    }
+
+    fn diff(old: &str, new: &str) -> Result<ConfigDiff, NotLive> {
+        ConfigDiff::new(&config(old), &config(new))
+    }
+
+    const VIP: &str =
+        "vip: {interface: eth0, vrid: 51, priority: 150, addresses: [\"10.0.0.100/24\"]}\n";
+
+    #[test]
+    fn the_same_config_changes_nothing() {
+        let d = diff("", "").expect("live");
+        assert!(d.is_empty(), "{d:?}");
+        let d = diff(VIP, VIP).expect("live");
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    /// One row per kind of change: which slices it touches and nothing else.
+    #[test]
+    fn each_change_touches_only_its_slice() {
+        let base = ConfigDiff::new(&config(""), &config("")).expect("live");
+        let rows: &[(&str, &str, ConfigDiff)] = &[
+            (
+                "balance",
+                "balance: round-robin\n",
+                ConfigDiff {
+                    settings: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "timeouts",
+                "timeouts: {idle: 2h}\n",
+                ConfigDiff {
+                    settings: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "tcp",
+                "tcp: {userTimeout: 5s}\n",
+                ConfigDiff {
+                    settings: true,
+                    listeners: ListenerChanges {
+                        tcp_changed: true,
+                        ..ListenerChanges::default()
+                    },
+                    ..base.clone()
+                },
+            ),
+            (
+                "listener options",
+                "listener: {backlog: 16}\n",
+                ConfigDiff {
+                    listeners: ListenerChanges {
+                        options_changed: true,
+                        ..ListenerChanges::default()
+                    },
+                    ..base.clone()
+                },
+            ),
+            (
+                "global health: every backend's checks",
+                "health: {interval: 7s}\n",
+                ConfigDiff {
+                    health: vec!["a".into(), "b".into()],
+                    ..base.clone()
+                },
+            ),
+            (
+                "metrics added",
+                "metrics: {listen: \"127.0.0.1:9441\"}\n",
+                ConfigDiff {
+                    metrics: MetricsChange {
+                        rebind: true,
+                        settings: true,
+                    },
+                    ..base.clone()
+                },
+            ),
+            (
+                "resolvers",
+                "resolvers: [\"127.0.0.53\"]\n",
+                ConfigDiff {
+                    dns: true,
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (what, extra, want) in rows {
+            let got = diff("", extra).expect(what);
+            assert_eq!(&got, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn per_backend_health_restarts_only_that_backend() {
+        let old = Config::from_yaml(
+            "listen: [\"127.0.0.1:6443\"]\nhealth: {kind: tcp}\nbackends:\n  - {name: a, address: \"127.0.0.1:7001\"}\n  - {name: b, address: \"127.0.0.1:7002\"}\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        let new = Config::from_yaml(
+            "listen: [\"127.0.0.1:6443\"]\nhealth: {kind: tcp}\nbackends:\n  - {name: a, address: \"127.0.0.1:7001\"}\n  - {name: b, address: \"127.0.0.1:7002\", health: {fall: 5}}\n  - {name: c, address: \"127.0.0.1:7003\"}\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        let d = ConfigDiff::new(&old, &new).expect("live");
+        assert_eq!(
+            d.health,
+            ["b"],
+            "a is unchanged, c is new (started, not restarted)"
+        );
+        assert!(d.backends);
+        assert!(!d.dns && !d.settings);
+    }
+
+    #[test]
+    fn listeners_added_and_removed_in_config_order() {
+        let old = Config::from_yaml(
+            "listen: [\"127.0.0.1:6443\", \"127.0.0.1:6444\"]\nbackends: [{name: a, address: \"127.0.0.1:7001\"}]\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        let new = Config::from_yaml(
+            "listen: [\"127.0.0.1:6446\", \"127.0.0.1:6444\", \"127.0.0.1:6445\"]\nbackends: [{name: a, address: \"127.0.0.1:7001\"}]\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        let d = ConfigDiff::new(&old, &new).expect("live");
+        assert_eq!(
+            d.listeners.added,
+            [
+                "127.0.0.1:6446".parse().expect("a"),
+                "127.0.0.1:6445".parse().expect("a")
+            ]
+        );
+        assert_eq!(d.listeners.removed, ["127.0.0.1:6443".parse().expect("a")]);
+        assert!(!d.backends && !d.settings);
+    }
+
+    #[test]
+    fn dns_backends_and_weights() {
+        let d = diff("", "").expect("live");
+        assert!(!d.dns);
+        let old = config("");
+        let mut new = old.clone();
+        new.backends[1].weight = 7;
+        let d = ConfigDiff::new(&old, &new).expect("live");
+        assert!(d.backends && !d.dns);
+        new.backends[1].address = BackendAddress::Dns {
+            host: "m.example".into(),
+            port: 6443,
+        };
+        let d = ConfigDiff::new(&old, &new).expect("live");
+        assert!(d.backends && d.dns);
+    }
+
+    #[test]
+    fn vip_identity_needs_a_restart_and_the_rest_is_live() {
+        let d = diff(VIP, &VIP.replace("priority: 150", "priority: 90")).expect("live");
+        match d.vip {
+            VipChange::Live(v) => assert_eq!(v.priority, 90),
+            VipChange::Unchanged => panic!("priority is live"),
+        }
+        let e = diff(
+            VIP,
+            &VIP.replace("eth0", "eth1").replace("vrid: 51", "vrid: 52"),
+        )
+        .expect_err("not live");
+        assert_eq!(
+            e.to_string(),
+            "vip: vip.interface (eth0 -> eth1), vip.vrid (51 -> 52) cannot change while running; restart apilb to apply it"
+        );
+        assert_eq!(
+            diff(VIP, "").expect_err("removed").to_string(),
+            "vip: the vip section was removed; restart apilb to apply it"
+        );
+        assert_eq!(
+            diff("", VIP).expect_err("added").to_string(),
+            "vip: a vip section was added; restart apilb to apply it"
+        );
+    }
+}
