@@ -403,25 +403,28 @@ async fn request(address: SocketAddr, method: Method, path: &str) -> Result<Byte
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| unreachable(e.to_string()))?;
-    let driver = tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, address.to_string())
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| unreachable(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?
-        .to_bytes();
-    driver.abort();
+    let exchange = async {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, address.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        Ok::<_, ClientError>((status, body))
+    };
+    // The connection is driven beside the exchange: nothing outlives the request.
+    let (status, body) = crate::http::drive(conn, exchange).await?;
     if !status.is_success() {
         return Err(ClientError::Refused {
             address,

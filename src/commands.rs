@@ -13,6 +13,7 @@ use crate::cli::{BackendAction, CertsCommand, Command, TokenCommand};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::control::{self, Signals};
+use crate::errors::chain;
 use crate::{pki, token};
 
 /// Exit code for configuration and usage errors (sysexits EX_USAGE).
@@ -45,17 +46,6 @@ impl Failure {
             message: format!("error: {}\n", chain(err)),
         }
     }
-}
-
-/// `err` and its sources, `a: b: c`.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = err.to_string();
-    let mut src = err.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
 }
 
 /// Run one command to its end.

@@ -28,14 +28,17 @@ pub type OnAnswer = Arc<dyn Fn(&str, Vec<SocketAddr>) + Send + Sync>;
 
 /// Why a resolver could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("DNS resolver: {0}")]
-pub struct Error(String);
+pub enum Error {
+    /// The system's resolver configuration could not be read.
+    #[error("DNS resolver: reading resolv.conf")]
+    SystemConfig(#[source] hickory_resolver::ResolveError),
+}
 
 /// A resolver for `cfg`: its `resolvers`, or the system's configuration. Answers are not
 /// cached, so every lookup asks the server (a lookup happens only when an answer expires).
 pub fn resolver(cfg: &DnsConfig) -> Result<TokioResolver, Error> {
     let mut builder = if cfg.resolvers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| Error(format!("reading resolv.conf: {e}")))?
+        TokioResolver::builder_tokio().map_err(Error::SystemConfig)?
     } else {
         let mut group = NameServerConfigGroup::new();
         for addr in &cfg.resolvers {

@@ -10,6 +10,7 @@ use crate::admin::AdminSettings;
 use crate::backend::BackendChanges;
 use crate::config::diff::{ConfigDiff, NotLive, VipChange};
 use crate::config::{self, CheckKind, Config};
+use crate::errors::chain;
 use crate::health::probe::TlsError;
 use crate::proxy::Applied;
 
@@ -135,9 +136,10 @@ impl Server {
                 &on_answer(&self.backends),
             )
         {
-            report
-                .warnings
-                .push(format!("DNS-named backends keep their last answers: {e}"));
+            report.warnings.push(format!(
+                "DNS-named backends keep their last answers: {}",
+                chain(&e)
+            ));
         }
         if let (VipChange::Live(v), Some(vip)) = (&diff.vip, &self.vip) {
             tracing::info!(priority = v.priority, "vip settings reloaded");
@@ -207,17 +209,6 @@ fn material_changed(old: &TlsMaterial, new: &TlsMaterial) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// `e` and its sources, `a: b: c`.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

@@ -105,6 +105,20 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// A TLS server name to verify that is neither a DNS name nor an IP address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{0}\" is not a valid TLS server name")]
+pub struct BadServerName(pub String);
+
+/// Why one HTTP GET of a check failed (its Display is the reason a check reports).
+#[derive(Debug, thiserror::Error)]
+enum GetError {
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Request(#[from] hyper::http::Error),
+}
+
 /// Runs the checks of one backend.
 #[derive(Debug, Clone)]
 pub struct Prober {
@@ -123,7 +137,7 @@ impl Prober {
         cfg: &HealthConfig,
         tls: Option<Arc<ClientConfig>>,
         host: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BadServerName> {
         let tls = match tls {
             Some(c) => {
                 let name = cfg
@@ -131,8 +145,7 @@ impl Prober {
                     .as_ref()
                     .and_then(|t| t.server_name.clone())
                     .unwrap_or_else(|| host.to_owned());
-                let name = ServerName::try_from(name.clone())
-                    .map_err(|_| format!("\"{name}\" is not a valid server name"))?;
+                let name = ServerName::try_from(name.clone()).map_err(|_| BadServerName(name))?;
                 Some((c, name))
             }
             None => None,
@@ -192,7 +205,7 @@ impl Prober {
                 Ok(x) => x,
                 Err(e) => return Outcome::Fail(format!("HTTP: {e}")),
             };
-        let driver = tokio::spawn(conn);
+        // The connection is driven here, beside the requests: nothing outlives the probe.
         let outcome = async {
             let ready = match self.get(&mut sender, &self.path).await {
                 Ok(200) => return Outcome::Pass,
@@ -207,18 +220,16 @@ impl Prober {
                 Ok(status) => Outcome::Fail(format!("{ready}, GET {live} answered {status}")),
                 Err(e) => Outcome::Fail(format!("{ready}, GET {live}: {e}")),
             }
-        }
-        .await;
-        driver.abort();
-        outcome
+        };
+        crate::http::drive(conn, outcome).await
     }
 
     async fn get(
         &self,
         sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
         path: &str,
-    ) -> Result<u16, String> {
-        sender.ready().await.map_err(|e| e.to_string())?;
+    ) -> Result<u16, GetError> {
+        sender.ready().await?;
         let req = hyper::Request::get(path)
             .header(hyper::header::HOST, &self.host)
             .header(
@@ -226,15 +237,14 @@ impl Prober {
                 concat!("apilb/", env!("CARGO_PKG_VERSION")),
             )
             .header(hyper::header::ACCEPT, "*/*")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            .body(Empty::<Bytes>::new())?;
+        let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
         // Read (a bounded part of) the body so the connection can carry the next request.
         let mut body = resp.into_body();
         let mut read = 0usize;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| e.to_string())?;
+            let frame = frame?;
             if let Some(data) = frame.data_ref() {
                 read += data.len();
                 if read > MAX_BODY {

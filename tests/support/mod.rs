@@ -162,6 +162,8 @@ pub struct LbProcess {
     pub child: Child,
     pub config: PathBuf,
     log: Arc<Mutex<String>>,
+    /// Reads stderr until EOF.
+    reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -205,7 +207,7 @@ impl LbProcess {
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr piped");
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[apilb] {line}");
@@ -216,6 +218,7 @@ impl LbProcess {
             child,
             config,
             log,
+            reader: Some(reader),
             _dir: dir,
         }
     }
@@ -255,6 +258,11 @@ impl LbProcess {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Its last lines may still be in the pipe: read them all before returning,
+                // so the log is complete (stderr reaches EOF once the process is gone).
+                if let Some(reader) = self.reader.take() {
+                    reader.join().expect("stderr reader");
+                }
                 return status.code();
             }
             if tokio::time::Instant::now() >= deadline {
