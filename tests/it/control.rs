@@ -171,6 +171,11 @@ async fn controls_reload_from_the_file_then_shut_down_in_order() {
     // An open connection keeps the drain going; meanwhile the listener is closed and the
     // admin endpoint still answers (it stops last).
     let (mut open, _) = connect_tagged(listen).await;
+    // Earlier probes' connections may still be closing on a busy machine.
+    wait_until(WAIT, "only this connection open", || async {
+        m.active.get() == 1
+    })
+    .await;
     tx.send(Control::Shutdown).await.expect("send");
     wait_until(WAIT, "listener closed", || async {
         tokio::net::TcpStream::connect(listen).await.is_err()
@@ -187,7 +192,10 @@ async fn controls_reload_from_the_file_then_shut_down_in_order() {
         .await
         .expect("stops")
         .expect("no panic");
-    assert_eq!((report.open_at_start, report.cut), (1, 0));
+    // At least the held connection was open (a probe of the closing listener may have
+    // been accepted just before it closed); none had to be cut.
+    assert!(report.open_at_start >= 1, "{report:?}");
+    assert_eq!(report.cut, 0);
     assert!(
         tokio::net::TcpStream::connect(metrics).await.is_err(),
         "admin stopped"
