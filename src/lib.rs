@@ -9,6 +9,7 @@
 //! - [`control`]: signals to reload and drain.
 //! - [`admin`]: the HTTP endpoint for metrics, status and backend state changes.
 //! - [`metrics`]: typed Prometheus handles.
+//! - [`logging`]: log output on stderr, colour only at a terminal outside the journal.
 //! - [`cluster`]: the cluster description (`config/cluster.yaml`), shared by `issue` and
 //!   `bootstrap`.
 //! - [`pki`]: the kubeadm control-plane PKI (`apilb issue`, `certs check-expiration`,
@@ -28,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod pki;
 pub mod proxy;

@@ -11,7 +11,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use apilb::admin::{self, AdminState};
-use apilb::cli::{BackendAction, CertsCommand, Cli, Command, LogFormat, TokenCommand};
+use apilb::cli::{BackendAction, CertsCommand, Cli, Command, TokenCommand};
 use apilb::config::Config;
 use apilb::control;
 use apilb::metrics::{Metrics, VipMetrics};
@@ -24,7 +24,7 @@ const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, cli.log_filter.as_deref());
+    apilb::logging::init(cli.log_format, cli.log_filter.as_deref());
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
@@ -94,24 +94,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => pki_cmd::token_secret_manifest(&token, ttl),
         Command::CaCertHash { file } => pki_cmd::ca_cert_hash(&file),
         Command::CertificateKey => pki_cmd::certificate_key(),
-    }
-}
-
-fn init_tracing(format: LogFormat, filter: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match filter {
-        Some(f) => EnvFilter::try_new(f).unwrap_or_else(|e| {
-            eprintln!("warning: bad --log filter {f:?} ({e}); using `info`");
-            EnvFilter::new("info")
-        }),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -495,7 +477,7 @@ mod pki_cmd {
             .filter(|_| !ttl.is_zero());
         match expires {
             Some(at) => {
-                tracing::info!(token_id = t.id(), %at, "token created; pass the same --ttl to `token secret-manifest`")
+                tracing::info!(token_id = t.id(), expires = %apilb::logging::Rfc3339(at), "token created; pass the same --ttl to `token secret-manifest`")
             }
             None => tracing::info!(token_id = t.id(), "token created without expiry"),
         }

@@ -15,6 +15,7 @@ mod demo;
 mod health;
 mod lab;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod pki;
 mod proxy;
