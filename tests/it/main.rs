@@ -19,4 +19,5 @@ mod logs;
 mod metrics;
 mod pki;
 mod proxy;
+mod status;
 mod vip;
