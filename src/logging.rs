@@ -34,6 +34,8 @@ impl Stderr {
     /// The process's stderr now.
     pub fn current() -> Self {
         let stderr = std::io::stderr();
+        // dev_t and ino_t are u64 on 64-bit Linux but narrower on some other targets.
+        #[allow(clippy::unnecessary_cast)]
         let id = nix::sys::stat::fstat(&stderr)
             .ok()
             .map(|st| (st.st_dev as u64, st.st_ino as u64));
