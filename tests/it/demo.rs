@@ -162,3 +162,67 @@ async fn demo_serves_kubectl_and_reacts_to_commands() {
     assert_eq!(code, Some(0), "{}", demo.out());
     demo.wait_out("stopped (").await;
 }
+
+/// `hang N` then `start N`: restarting a hung stand-in works the first time, even with a
+/// client connection held by the hung one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_standin_with_a_held_connection_starts_again_at_once() {
+    use apilb::demo::standin::{Mode, Standin};
+
+    use crate::support::apiserver::{HttpsConn, TestPki};
+
+    let pki = TestPki::new();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let standin = Arc::new(Standin::new("master-1", addr, &pki.master_pki_dir()).expect("new"));
+    standin.start().await.expect("first start");
+    for round in 1..=5 {
+        let mut conn = HttpsConn::open(addr, &pki).await;
+        assert_eq!(
+            conn.get("/readyz").await,
+            Ok((200, "ok".to_owned())),
+            "round {round}"
+        );
+        drop(conn);
+        wait_until(WAIT, "no connection left", || async {
+            standin.open_connections() == 0
+        })
+        .await;
+        standin.hang();
+        // A client reaches the hung stand-in: its TLS handshake is never answered.
+        let client = tokio::spawn({
+            let client_config = pki.client_config();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let name = rustls::pki_types::ServerName::try_from("kubernetes").expect("name");
+                tokio_rustls::TlsConnector::from(client_config)
+                    .connect(name, tcp)
+                    .await
+                    .map(|_| ())
+            }
+        });
+        wait_until(WAIT, "the hung stand-in holds the client", || async {
+            standin.open_connections() == 1
+        })
+        .await;
+        assert_eq!(standin.mode(), Mode::Hung);
+
+        standin
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: start after hang: {e}"));
+        assert_eq!(standin.mode(), Mode::Serving, "round {round}");
+        let mut conn = HttpsConn::open(addr, &pki).await;
+        assert_eq!(
+            conn.get("/readyz").await,
+            Ok((200, "ok".to_owned())),
+            "round {round}: serving again"
+        );
+        drop(conn);
+        // The restart closed the hung connection.
+        let held = tokio::time::timeout(WAIT, client)
+            .await
+            .expect("the held client sees its connection end")
+            .expect("join");
+        assert!(held.is_err(), "round {round}: {held:?}");
+    }
+}
