@@ -122,6 +122,25 @@ async fn demo_serves_kubectl_and_reacts_to_commands() {
     })
     .await;
 
+    // The banner's `apilb status` hint works as printed: apilb is not on the test's PATH,
+    // so it names the running binary by its full path.
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_apilb")).expect("canonical binary path");
+    let hint = format!("  {} status --metrics-address {metrics}", exe.display());
+    assert!(
+        banner.lines().any(|l| l == hint),
+        "{hint:?} not in\n{banner}"
+    );
+    let words: Vec<&str> = hint.split_whitespace().collect();
+    let out = Command::new(words[0])
+        .args(&words[1..])
+        .output()
+        .expect("run the hint");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("master-3"),
+        "{out:?}"
+    );
+
     demo.send("drain 1");
     demo.wait_out("master-1: shutting down gracefully").await;
     wait_until(WAIT, "master-1 drains", || async {
@@ -143,6 +162,25 @@ async fn demo_serves_kubectl_and_reacts_to_commands() {
         state_of(&status().await, "master-2") == "up"
     })
     .await;
+    // hang 3, with the LB's checks and a client held by the hung stand-in, then start 3:
+    // it starts the first time.
+    demo.send("hang 3");
+    demo.wait_out("master-3: hung").await;
+    let _held = tokio::net::TcpStream::connect("127.0.0.13:6443")
+        .await
+        .expect("connect to the hung stand-in");
+    wait_until(WAIT, "master-3 down (checks get no answer)", || async {
+        state_of(&status().await, "master-3") == "down"
+    })
+    .await;
+    demo.send("start 3");
+    demo.wait_out("master-3: started").await;
+    wait_until(WAIT, "master-3 up again", || async {
+        state_of(&status().await, "master-3") == "up"
+    })
+    .await;
+    assert!(!demo.out().contains("cannot listen"), "{}", demo.out());
+
     demo.send("status");
     demo.wait_out("stand-ins: master-1").await;
     demo.send("bogus");
