@@ -12,6 +12,7 @@ mod support;
 mod bootstrap;
 mod cli;
 mod demo;
+mod deploy;
 mod health;
 mod lab;
 mod lifecycle;
