@@ -73,7 +73,7 @@ pub struct BackendStatus {
     pub active_connections: usize,
     /// Connections since it was added.
     pub total_connections: u64,
-    /// Failed connects in a row.
+    /// Checks that did not pass, or failed client connects, in a row (the longer run).
     pub consecutive_failures: u32,
 }
 
@@ -91,13 +91,13 @@ impl BackendStatus {
             address: b.address().to_string(),
             state: h.state().to_string(),
             checked_state: h.checked_state().to_string(),
-            reason: h.reason().to_owned(),
+            reason: h.reason(),
             last_check_seconds_ago: h.last_check().map(|t| t.elapsed().as_secs_f64()),
             check: check.to_owned(),
             weight: b.weight(),
             active_connections: b.active(),
             total_connections: b.total(),
-            consecutive_failures: b.consecutive_failures(),
+            consecutive_failures: h.consecutive_failures(),
         }
     }
 }

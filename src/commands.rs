@@ -346,7 +346,7 @@ fn token_create(ttl: Duration) -> Result<(), Failure> {
         .filter(|_| !ttl.is_zero());
     match expires {
         Some(at) => {
-            tracing::info!(token_id = t.id(), %at, "token created; pass the same --ttl to `token secret-manifest`")
+            tracing::info!(token_id = t.id(), expires = %crate::logging::Rfc3339(at), "token created; pass the same --ttl to `token secret-manifest`")
         }
         None => tracing::info!(token_id = t.id(), "token created without expiry"),
     }

@@ -17,6 +17,7 @@
 //!   client (`apilb status`, `apilb backend`).
 //! - [`metrics`]: typed Prometheus handles.
 //! - [`demo`]: `apilb demo`, the whole system on loopback, and its stand-in apiservers.
+//! - [`logging`]: log output on stderr, colour only at a terminal outside the journal.
 //! - [`cluster`]: the cluster description (`config/cluster.yaml`), shared by `issue` and
 //!   `bootstrap`.
 //! - [`pki`]: the kubeadm control-plane PKI (`apilb issue`, `certs check-expiration`,
@@ -39,6 +40,7 @@ pub mod demo;
 pub mod errors;
 pub mod health;
 mod http;
+pub mod logging;
 pub mod metrics;
 pub mod pki;
 pub mod proxy;

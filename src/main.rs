@@ -6,12 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use apilb::cli::{Cli, LogFormat};
+use apilb::cli::Cli;
 use apilb::commands::{self, EXIT_FAILURE};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, cli.log_filter.as_deref());
+    apilb::logging::init(cli.log_format, cli.log_filter.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -32,23 +32,5 @@ fn main() -> ExitCode {
             eprint!("{}", failure.message);
             ExitCode::from(failure.code)
         }
-    }
-}
-
-fn init_tracing(format: LogFormat, filter: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match filter {
-        Some(f) => EnvFilter::try_new(f).unwrap_or_else(|e| {
-            eprintln!("warning: bad --log filter {f:?} ({e}); using `info`");
-            EnvFilter::new("info")
-        }),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

@@ -119,6 +119,26 @@ pub fn joining_master(c: &Cluster, m: &Master) -> String {
     s
 }
 
+/// Where the VIP guide (`docs/vip.md`) is published; the per-host README links it rather
+/// than a file that is not in the bundle.
+const VIP_GUIDE: &str = "https://github.com/apilb/apilb/blob/main/docs/vip.md";
+
+/// The lines of an LB host's step 2 that write `/etc/apilb/vip.env`, which the systemd
+/// unit's `ExecStopPost` reads to remove the VIP after a crash; empty without VRRP.
+fn vip_env(c: &Cluster) -> String {
+    let Some(vip) = lb::config(c, 0).vip else {
+        return String::new();
+    };
+    format!(
+        "cat > /etc/apilb/vip.env <<'EOF'\n\
+         APILB_VIP_INTERFACE={}\n\
+         APILB_VIP_ADDRESSES=\"{}\"\n\
+         EOF\n",
+        vip.interface,
+        vip.addresses.join(" ")
+    )
+}
+
 /// `DIR/<lb-host>/README.md`.
 pub fn lb_host(c: &Cluster, h: &Node) -> String {
     let vips: Vec<String> = c.load_balancer.vips.iter().map(|v| v.to_string()).collect();
@@ -151,7 +171,7 @@ pub fn lb_host(c: &Cluster, h: &Node) -> String {
          install -m 0644 {REMOTE_DIR}/pki/ca.crt {REMOTE_DIR}/pki/{HEALTH_CLIENT_BASE}.crt {pki}/\n\
          install -m 0600 {REMOTE_DIR}/pki/{HEALTH_CLIENT_BASE}.key {pki}/\n\
          install -m 0644 {REMOTE_DIR}/apilb.service /etc/systemd/system/apilb.service\n\
-         apilb check-config {cfg}\n\
+         {vip_env}apilb check-config {cfg}\n\
          systemctl daemon-reload\n\
          systemctl enable --now apilb\n\
          ```\n\n\
@@ -167,14 +187,22 @@ pub fn lb_host(c: &Cluster, h: &Node) -> String {
         cfg = lb::CONFIG_PATH,
         vip_owner = match &c.load_balancer.vrrp {
             Some(v) => format!(
-                "apilb moves it between the LB hosts itself (the `vip:` section: VRRPv3 on {}, VRID {}, \
-                 interoperable with keepalived); see docs/vip.md for the sysctls.",
-                v.interface, v.vrid
+                "apilb moves it between the LB hosts itself (the `vip:` section: VRRPv3 on {if}, VRID {}, \
+                 interoperable with keepalived). The LB hosts must reach each other with IP protocol 112 \
+                 (VRRP) to 224.0.0.18 (`nft add rule inet filter input ip protocol vrrp accept`); where \
+                 the network drops multicast, list the other hosts in `vip.unicastPeers`. When several \
+                 interfaces share the VIP's subnet, set `net.ipv4.conf.{if}.arp_ignore=1` and \
+                 `arp_announce=2`. `net.ipv4.ip_nonlocal_bind` is not needed. `vip.env` lets systemd \
+                 remove the VIP if apilb crashes (a clean stop removes it itself). The full guide: \
+                 {VIP_GUIDE}",
+                v.vrid,
+                if = v.interface,
             ),
             None => "Without `loadBalancer.vrrp` in the cluster description, a VRRP daemon (e.g. \
                      keepalived) must move it between the LB hosts."
                 .to_owned(),
         },
+        vip_env = vip_env(c),
         vips = vips.join(", "),
         cpe_host = match &c.control_plane_endpoint.host {
             crate::cluster::San::Dns(d) => d.clone(),

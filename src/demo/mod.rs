@@ -4,6 +4,7 @@
 //! with mutual-TLS `/readyz` checks; then it lets the user stop, drain, hang and restart the
 //! stand-ins and watch the load balancer react.
 
+mod hint;
 pub mod standin;
 
 use std::io::Write as _;
@@ -291,6 +292,7 @@ fn banner(dir: &Path, listen: SocketAddr, metrics: SocketAddr, files: usize, tem
         ""
     };
     let kubectl = format!("kubectl --kubeconfig {d}/master-1/admin.conf get --raw");
+    let apilb = hint::apilb_command();
     [
         String::new(),
         "apilb demo: a load balancer in front of three stand-in apiservers, all on loopback."
@@ -307,7 +309,7 @@ fn banner(dir: &Path, listen: SocketAddr, metrics: SocketAddr, files: usize, tem
         format!("  {kubectl} /version"),
         format!("  {kubectl} /watch        # a stream that stays open, like a watch"),
         format!("  curl -s http://{metrics}/metrics | grep apilb_backend_state"),
-        format!("  apilb status --metrics-address {metrics}"),
+        format!("  {apilb} status --metrics-address {metrics}"),
         String::new(),
         HELP.to_owned(),
         "demo ready".to_owned(),

@@ -78,12 +78,36 @@ pub struct Standin {
     mode: Arc<AtomicU8>,
     requests: Arc<AtomicU64>,
     running: Mutex<Option<Running>>,
+    /// Stopped runs whose tasks were aborted but may not have dropped their sockets yet:
+    /// [`start`](Standin::start) waits for them before it binds the address again.
+    closing: Mutex<Vec<Running>>,
 }
 
 struct Running {
     accept: tokio::task::JoinHandle<()>,
     conns: Arc<Mutex<JoinSet<()>>>,
     drain_timer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Abort the listener, every connection and the drain timer. Aborting only asks: each
+    /// task drops its socket when the runtime next gets to it ([`closed`](Self::closed)).
+    fn abort(&self) {
+        self.accept.abort();
+        lock(&self.conns).abort_all();
+        if let Some(t) = &self.drain_timer {
+            t.abort();
+        }
+    }
+
+    /// Returns once the listening socket and every connection are closed.
+    async fn closed(self) {
+        // An aborted task's future, and the listener in it, is dropped before its handle
+        // resolves. Connections are awaited after it, so none accepted meanwhile is missed.
+        let _ = self.accept.await;
+        let mut conns = std::mem::take(&mut *lock(&self.conns));
+        conns.shutdown().await;
+    }
 }
 
 impl std::fmt::Debug for Standin {
@@ -106,6 +130,7 @@ impl Standin {
             mode: Arc::new(AtomicU8::new(SERVING)),
             requests: Arc::new(AtomicU64::new(0)),
             running: Mutex::new(None),
+            closing: Mutex::new(Vec::new()),
         })
     }
 
@@ -124,6 +149,15 @@ impl Standin {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// Client connections it holds open now (hung ones included).
+    pub fn open_connections(&self) -> usize {
+        let running = lock(&self.running);
+        let Some(r) = running.as_ref() else { return 0 };
+        let mut conns = lock(&r.conns);
+        while conns.try_join_next().is_some() {}
+        conns.len()
+    }
+
     /// What it is doing.
     pub fn mode(&self) -> Mode {
         if lock(&self.running).is_none() {
@@ -136,9 +170,15 @@ impl Standin {
         }
     }
 
-    /// Start listening (again) and serving.
+    /// Start listening (again) and serving. A running (serving, draining or hung) stand-in
+    /// is stopped first, and its listener and connections are closed before the address is
+    /// bound again, so a restart never finds its own old socket in the way.
     pub async fn start(self: &Arc<Self>) -> Result<(), Error> {
         self.stop();
+        let closing = std::mem::take(&mut *lock(&self.closing));
+        for r in closing {
+            r.closed().await;
+        }
         let listener = TcpListener::bind(self.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -160,11 +200,8 @@ impl Standin {
     /// Stop at once, like a killed process: the listener and every connection close.
     pub fn stop(&self) {
         if let Some(r) = lock(&self.running).take() {
-            r.accept.abort();
-            lock(&r.conns).abort_all();
-            if let Some(t) = r.drain_timer {
-                t.abort();
-            }
+            r.abort();
+            lock(&self.closing).push(r);
         }
     }
 
@@ -178,11 +215,8 @@ impl Standin {
         r.drain_timer = Some(tokio::spawn(async move {
             tokio::time::sleep(DRAIN_DELAY).await;
             if let Some(me) = me.upgrade() {
-                let r = lock(&me.running).take();
-                if let Some(r) = r {
-                    r.accept.abort();
-                    lock(&r.conns).abort_all();
-                }
+                // This aborts this timer too, which is done by then.
+                me.stop();
             }
         }));
     }

@@ -11,6 +11,10 @@
 //! ```
 //! An operator's override (`drain`, `maint`) hides the checked state until `enable`; checks
 //! keep running underneath so the backend returns with a current state.
+//!
+//! The reason and the failure count always describe the state now: the override while one
+//! is set, else the latest check (a failure below `fall`, the failure that holds it down, or
+//! the passes counting towards `rise`), never a cause that has since gone away.
 
 use std::fmt;
 use std::time::Duration;
@@ -50,6 +54,11 @@ impl fmt::Display for State {
         f.write_str(self.as_str())
     }
 }
+
+/// The reason while an operator's `maint` is set.
+const MAINT_REASON: &str = "maintenance set by operator";
+/// The reason while an operator's `drain` is set.
+const DRAIN_REASON: &str = "drained by operator";
 
 /// An operator's override.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,9 +124,13 @@ pub struct Health {
     checked: State,
     admin: Option<Admin>,
     passes: u32,
+    /// Failed or draining results in a row, towards `fall` (from up) or past it.
     fails: u32,
+    /// Checks in a row that did not pass (fail, refused, or readyz failing), for status.
+    failed_checks: u32,
     passive_fails: u32,
-    reason: String,
+    /// Why the checks (or failed client connects) say what they say.
+    checked_reason: String,
     /// When the backend last came up from down or drain (slow start runs from here).
     up_since: Option<Instant>,
     last_check: Option<Instant>,
@@ -132,8 +145,9 @@ impl Health {
             admin: None,
             passes: 0,
             fails: 0,
+            failed_checks: 0,
             passive_fails: 0,
-            reason: "starting".into(),
+            checked_reason: "starting".into(),
             up_since: None,
             last_check: None,
         }
@@ -153,9 +167,20 @@ impl Health {
         self.checked
     }
 
-    /// Why the backend is in its state.
-    pub fn reason(&self) -> &str {
-        &self.reason
+    /// Why the backend is in the state clients see: the operator's override while one is
+    /// set, else what the latest checks say.
+    pub fn reason(&self) -> String {
+        match self.admin {
+            Some(Admin::Maint) => MAINT_REASON.to_owned(),
+            Some(Admin::Drain) => DRAIN_REASON.to_owned(),
+            None => self.checked_reason.clone(),
+        }
+    }
+
+    /// The longer run of checks that did not pass and of failed client connects, each
+    /// counted since the last success of its kind (a passing check ends both).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failed_checks.max(self.passive_fails)
     }
 
     /// When the last check finished.
@@ -197,49 +222,60 @@ impl Health {
         match outcome {
             Outcome::Pass => {
                 self.fails = 0;
+                self.failed_checks = 0;
                 self.passive_fails = 0;
                 self.passes = self.passes.saturating_add(1);
-                if self.checked != State::Up && self.passes >= t.rise {
-                    self.checked = State::Up;
-                    self.up_since = Some(now);
-                    self.reason = format!("{} checks passed", self.passes);
-                }
                 if self.checked == State::Up {
                     self.passes = 0;
-                    if before == State::Up {
-                        "checks pass".clone_into(&mut self.reason);
-                    }
+                    "checks pass".clone_into(&mut self.checked_reason);
+                } else if self.passes >= t.rise {
+                    self.checked_reason = format!("{} checks passed", self.passes);
+                    self.passes = 0;
+                    self.checked = State::Up;
+                    self.up_since = Some(now);
+                } else {
+                    self.checked_reason =
+                        format!("coming back: {} of {} checks passed", self.passes, t.rise);
                 }
             }
             Outcome::Refused(why) => {
                 self.passes = 0;
                 self.fails = self.fails.saturating_add(1);
-                if self.checked != State::Down {
-                    self.go_down(why);
-                }
+                self.failed_checks = self.failed_checks.saturating_add(1);
+                self.go_down(why);
             }
             Outcome::Fail(why) => {
                 self.passes = 0;
                 self.fails = self.fails.saturating_add(1);
-                if self.checked != State::Down && self.fails >= t.fall {
+                self.failed_checks = self.failed_checks.saturating_add(1);
+                if self.checked == State::Down || self.fails >= t.fall {
                     self.go_down(why);
-                } else if self.checked == State::Down {
-                    self.reason = why;
+                } else {
+                    self.checked_reason = format!(
+                        "{why} ({} of {} failed checks to go down)",
+                        self.fails, t.fall
+                    );
                 }
             }
             Outcome::Draining(why) => {
                 self.passes = 0;
+                self.failed_checks = self.failed_checks.saturating_add(1);
                 match self.checked {
                     State::Up => {
                         self.fails = self.fails.saturating_add(1);
                         if self.fails >= t.fall {
                             self.checked = State::Drain;
-                            self.reason = why;
+                            self.checked_reason = why;
+                        } else {
+                            self.checked_reason = format!(
+                                "{why} ({} of {} such checks to drain)",
+                                self.fails, t.fall
+                            );
                         }
                     }
                     // Down stays down until it passes: an apiserver that is starting has
                     // the same readyz-fails, livez-passes signature.
-                    State::Down | State::Drain | State::Maint => self.reason = why,
+                    State::Down | State::Drain | State::Maint => self.checked_reason = why,
                 }
             }
         }
@@ -263,27 +299,19 @@ impl Health {
         self.passive_fails = 0;
     }
 
-    /// Set or clear the operator's override.
+    /// Set or clear the operator's override. Clearing it returns the checked state, with
+    /// the checks' own reason.
     pub fn set_admin(&mut self, admin: Option<Admin>) -> Option<Transition> {
         let before = self.state();
         self.admin = admin;
-        if admin.is_none() && self.checked == State::Up {
+        if admin.is_none() && self.checked == State::Up && before != State::Up {
             // Back from maintenance: ramp up like any returning backend.
-            if before != State::Up {
-                self.up_since = self.last_check.or(self.up_since);
+            self.up_since = self.last_check.or(self.up_since);
+        }
+        self.transition(before).map(|mut t| {
+            if admin.is_none() {
+                t.reason = format!("enabled by operator; checks: {}", t.reason);
             }
-        }
-        let reason = match admin {
-            Some(Admin::Drain) => "drained by operator",
-            Some(Admin::Maint) => "maintenance set by operator",
-            None => "enabled by operator",
-        };
-        let t = self.transition(before);
-        if t.is_some() && admin.is_some() {
-            self.reason = reason.into();
-        }
-        t.map(|mut t| {
-            t.reason = reason.into();
             t
         })
     }
@@ -291,7 +319,7 @@ impl Health {
     fn go_down(&mut self, why: String) {
         self.checked = State::Down;
         self.up_since = None;
-        self.reason = why;
+        self.checked_reason = why;
     }
 
     fn transition(&self, before: State) -> Option<Transition> {
@@ -299,7 +327,7 @@ impl Health {
         (after != before).then(|| Transition {
             from: before,
             to: after,
-            reason: self.reason.clone(),
+            reason: self.reason(),
         })
     }
 }
@@ -460,6 +488,191 @@ mod tests {
         assert_eq!((t.from, t.to), (State::Maint, State::Down));
         let t = h.set_admin(Some(Admin::Drain));
         assert_eq!(t.map(|t| t.to), Some(State::Drain));
+    }
+
+    /// One thing that happens to a backend, for the table tests.
+    enum Step {
+        Check(Outcome),
+        ConnectFailed,
+        Connected,
+        Operator(Option<Admin>),
+    }
+
+    fn timeout() -> Step {
+        Step::Check(Outcome::Fail("no answer within 500ms".into()))
+    }
+
+    fn pass() -> Step {
+        Step::Check(Outcome::Pass)
+    }
+
+    fn refused() -> Step {
+        Step::Check(Outcome::Refused("connection refused".into()))
+    }
+
+    fn draining() -> Step {
+        Step::Check(Outcome::Draining(
+            "readyz HTTP 500 while livez passes".into(),
+        ))
+    }
+
+    #[test]
+    fn reason_and_failure_count_describe_the_state_now() {
+        use Step::*;
+        // Input: steps from a new backend (rise 2, fall 2, passiveFall 1).
+        // Output: the state clients see, the reason, and consecutive failures.
+        let cases: Vec<(&str, Vec<Step>, State, &str, u32)> = vec![
+            ("new", vec![], State::Up, "starting", 0),
+            ("passing", vec![pass()], State::Up, "checks pass", 0),
+            (
+                "one timeout below fall",
+                vec![pass(), timeout()],
+                State::Up,
+                "no answer within 500ms (1 of 2 failed checks to go down)",
+                1,
+            ),
+            (
+                "down by timeouts",
+                vec![timeout(), timeout()],
+                State::Down,
+                "no answer within 500ms",
+                2,
+            ),
+            (
+                "still down: the count goes on",
+                vec![timeout(), timeout(), timeout()],
+                State::Down,
+                "no answer within 500ms",
+                3,
+            ),
+            (
+                "down, now refused: the reason is the latest",
+                vec![timeout(), timeout(), refused()],
+                State::Down,
+                "connection refused",
+                3,
+            ),
+            (
+                "down, the cause gone: no stale failure",
+                vec![timeout(), timeout(), pass()],
+                State::Down,
+                "coming back: 1 of 2 checks passed",
+                0,
+            ),
+            (
+                "back up",
+                vec![timeout(), timeout(), pass(), pass()],
+                State::Up,
+                "2 checks passed",
+                0,
+            ),
+            (
+                "draining below fall",
+                vec![draining()],
+                State::Up,
+                "readyz HTTP 500 while livez passes (1 of 2 such checks to drain)",
+                1,
+            ),
+            (
+                "drained by the apiserver",
+                vec![draining(), draining()],
+                State::Drain,
+                "readyz HTTP 500 while livez passes",
+                2,
+            ),
+            (
+                "down by a failed client connect",
+                vec![ConnectFailed],
+                State::Down,
+                "client connect failed: connection refused",
+                1,
+            ),
+            (
+                "a connect succeeds again, checks still say down",
+                vec![timeout(), timeout(), ConnectFailed, Connected],
+                State::Down,
+                "no answer within 500ms",
+                2,
+            ),
+            (
+                "maintenance",
+                vec![Operator(Some(Admin::Maint)), timeout(), timeout()],
+                State::Maint,
+                "maintenance set by operator",
+                2,
+            ),
+            (
+                "operator drain",
+                vec![Operator(Some(Admin::Drain))],
+                State::Drain,
+                "drained by operator",
+                0,
+            ),
+            (
+                "enabled while checks fail: the checks' reason, not the operator's",
+                vec![Operator(Some(Admin::Maint)), refused(), Operator(None)],
+                State::Down,
+                "connection refused",
+                1,
+            ),
+            (
+                "enabled after the cause went away in maintenance",
+                vec![
+                    timeout(),
+                    timeout(),
+                    Operator(Some(Admin::Maint)),
+                    pass(),
+                    pass(),
+                    pass(),
+                    Operator(None),
+                ],
+                State::Up,
+                "checks pass",
+                0,
+            ),
+        ];
+        for (name, steps, state, reason, failures) in cases {
+            let mut h = Health::new();
+            let now = Instant::now();
+            for step in steps {
+                match step {
+                    Check(o) => {
+                        h.on_check(o, now, &T);
+                    }
+                    ConnectFailed => {
+                        h.on_connect_failure("connection refused", &T);
+                    }
+                    Connected => h.on_connect_success(),
+                    Operator(a) => {
+                        h.set_admin(a);
+                    }
+                }
+            }
+            assert_eq!(
+                (h.state(), h.reason().as_str(), h.consecutive_failures()),
+                (state, reason, failures),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn enabling_logs_the_state_checks_found() {
+        let mut h = Health::new();
+        h.set_admin(Some(Admin::Maint));
+        h.on_check(
+            Outcome::Refused("connection refused".into()),
+            Instant::now(),
+            &T,
+        );
+        assert_eq!(
+            h.set_admin(None),
+            Some(Transition {
+                from: State::Maint,
+                to: State::Down,
+                reason: "enabled by operator; checks: connection refused".into()
+            })
+        );
     }
 
     #[test]

@@ -122,6 +122,25 @@ async fn demo_serves_kubectl_and_reacts_to_commands() {
     })
     .await;
 
+    // The banner's `apilb status` hint works as printed: apilb is not on the test's PATH,
+    // so it names the running binary by its full path.
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_apilb")).expect("canonical binary path");
+    let hint = format!("  {} status --metrics-address {metrics}", exe.display());
+    assert!(
+        banner.lines().any(|l| l == hint),
+        "{hint:?} not in\n{banner}"
+    );
+    let words: Vec<&str> = hint.split_whitespace().collect();
+    let out = Command::new(words[0])
+        .args(&words[1..])
+        .output()
+        .expect("run the hint");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("master-3"),
+        "{out:?}"
+    );
+
     demo.send("drain 1");
     demo.wait_out("master-1: shutting down gracefully").await;
     wait_until(WAIT, "master-1 drains", || async {
@@ -143,6 +162,25 @@ async fn demo_serves_kubectl_and_reacts_to_commands() {
         state_of(&status().await, "master-2") == "up"
     })
     .await;
+    // hang 3, with the LB's checks and a client held by the hung stand-in, then start 3:
+    // it starts the first time.
+    demo.send("hang 3");
+    demo.wait_out("master-3: hung").await;
+    let _held = tokio::net::TcpStream::connect("127.0.0.13:6443")
+        .await
+        .expect("connect to the hung stand-in");
+    wait_until(WAIT, "master-3 down (checks get no answer)", || async {
+        state_of(&status().await, "master-3") == "down"
+    })
+    .await;
+    demo.send("start 3");
+    demo.wait_out("master-3: started").await;
+    wait_until(WAIT, "master-3 up again", || async {
+        state_of(&status().await, "master-3") == "up"
+    })
+    .await;
+    assert!(!demo.out().contains("cannot listen"), "{}", demo.out());
+
     demo.send("status");
     demo.wait_out("stand-ins: master-1").await;
     demo.send("bogus");
@@ -161,4 +199,68 @@ async fn demo_serves_kubectl_and_reacts_to_commands() {
     };
     assert_eq!(code, Some(0), "{}", demo.out());
     demo.wait_out("stopped (").await;
+}
+
+/// `hang N` then `start N`: restarting a hung stand-in works the first time, even with a
+/// client connection held by the hung one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_standin_with_a_held_connection_starts_again_at_once() {
+    use apilb::demo::standin::{Mode, Standin};
+
+    use crate::support::apiserver::{HttpsConn, TestPki};
+
+    let pki = TestPki::new();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let standin = Arc::new(Standin::new("master-1", addr, &pki.master_pki_dir()).expect("new"));
+    standin.start().await.expect("first start");
+    for round in 1..=5 {
+        let mut conn = HttpsConn::open(addr, &pki).await;
+        assert_eq!(
+            conn.get("/readyz").await,
+            Ok((200, "ok".to_owned())),
+            "round {round}"
+        );
+        drop(conn);
+        wait_until(WAIT, "no connection left", || async {
+            standin.open_connections() == 0
+        })
+        .await;
+        standin.hang();
+        // A client reaches the hung stand-in: its TLS handshake is never answered.
+        let client = tokio::spawn({
+            let client_config = pki.client_config();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let name = rustls::pki_types::ServerName::try_from("kubernetes").expect("name");
+                tokio_rustls::TlsConnector::from(client_config)
+                    .connect(name, tcp)
+                    .await
+                    .map(|_| ())
+            }
+        });
+        wait_until(WAIT, "the hung stand-in holds the client", || async {
+            standin.open_connections() == 1
+        })
+        .await;
+        assert_eq!(standin.mode(), Mode::Hung);
+
+        standin
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: start after hang: {e}"));
+        assert_eq!(standin.mode(), Mode::Serving, "round {round}");
+        let mut conn = HttpsConn::open(addr, &pki).await;
+        assert_eq!(
+            conn.get("/readyz").await,
+            Ok((200, "ok".to_owned())),
+            "round {round}: serving again"
+        );
+        drop(conn);
+        // The restart closed the hung connection.
+        let held = tokio::time::timeout(WAIT, client)
+            .await
+            .expect("the held client sees its connection end")
+            .expect("join");
+        assert!(held.is_err(), "round {round}: {held:?}");
+    }
 }

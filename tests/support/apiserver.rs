@@ -108,6 +108,17 @@ impl TestPki {
         }
     }
 
+    /// A directory laid out as a master's `pki/` (apiserver.crt, apiserver.key, ca.crt),
+    /// as the demo's stand-in apiserver reads it.
+    pub fn master_pki_dir(&self) -> PathBuf {
+        let dir = self.dir.path().join("master-pki");
+        std::fs::create_dir_all(&dir).expect("mkdir master-pki");
+        std::fs::write(dir.join("apiserver.crt"), &self.server_cert_pem).expect("write");
+        std::fs::write(dir.join("apiserver.key"), &self.server_key_pem).expect("write");
+        std::fs::write(dir.join("ca.crt"), &self.ca_pem).expect("write");
+        dir
+    }
+
     /// The health section for https checks with mutual TLS, as YAML.
     pub fn health_yaml(&self, extra: &str) -> String {
         format!(
