@@ -585,9 +585,9 @@ async fn http_from(from: [u8; 4], to: SocketAddr, method: &str, path: &str) -> u
 }
 
 /// `metrics.admin`: `off` refuses state changes with 403 even from 127.0.0.1, `any` allows
-/// them, `loopback` (the default) allows them from 127.0.0.1 and 127.0.0.2. What cannot be
-/// shown on loopback alone: `loopback` refusing a non-loopback peer (every local address
-/// here is 127/8); a real one needs another interface.
+/// them, `loopback` (the default) allows them from 127.0.0.1 and 127.0.0.2. On loopback
+/// every peer is 127/8, so `loopback` refusing a non-loopback peer is
+/// [`metrics_admin_loopback_refuses_a_non_loopback_peer`]'s job (a namespace, root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_admin_off_any_loopback() {
     let a = EchoBackend::start("a").await;
@@ -614,6 +614,68 @@ async fn metrics_admin_off_any_loopback() {
         let state = &st.backends.iter().find(|b| b.name == "a").expect("a").state;
         let drained = want == 200;
         assert_eq!(state == "drain", drained, "admin: {admin}: state {state}");
+        drop(lb);
+    }
+}
+
+/// `apilb backend drain a` run inside node 1 of `lab` against `metrics`.
+fn drain_in(lab: &crate::support::netns::Lab, metrics: SocketAddr) -> Output {
+    lab.command(1, env!("CARGO_BIN_EXE_apilb"))
+        .args([
+            "backend",
+            "drain",
+            "a",
+            "--metrics-address",
+            &metrics.to_string(),
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run apilb backend drain")
+}
+
+/// In a namespace whose node has a real (non-loopback) address: with `metrics.admin:
+/// loopback` a state change from that address is refused (403) while the same change from
+/// 127.0.0.1 goes through; with `any` the non-loopback peer is allowed.
+/// Run: `sudo APILB_REQUIRE_PRIVILEGED=1 cargo test --test it contracts::metrics_admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_admin_loopback_refuses_a_non_loopback_peer() {
+    let Some(lab) = crate::support::netns::Lab::with_nodes("admin", 1) else {
+        return;
+    };
+    let ns = lab.ns(1);
+    let own = crate::support::netns::node_ip(1);
+    for (admin, want_remote) in [("loopback", false), ("any", true)] {
+        let yaml = format!(
+            "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - {{name: a, address: \"127.0.0.1:1\"}}\n\
+             health: {{kind: none}}\nmetrics: {{listen: \"0.0.0.0:9441\", admin: {admin}}}\n"
+        );
+        let lb = LbProcess::spawn_in_netns(&ns, &yaml);
+        lb.wait_for_log("metrics and status endpoint listening")
+            .await;
+        let remote = SocketAddr::from((own, 9441));
+        let out = drain_in(&lab, remote);
+        let err = text(&out.stderr);
+        if want_remote {
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "admin: {admin}, from {own}: {err}"
+            );
+            assert!(text(&out.stdout).starts_with("a: drain"), "{out:?}");
+        } else {
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "admin: {admin}, from {own}: {err}"
+            );
+            assert!(err.contains("403"), "admin: {admin}, from {own}: {err}");
+            let out = drain_in(&lab, SocketAddr::from(([127, 0, 0, 1], 9441)));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "admin: {admin}, from 127.0.0.1: {out:?}"
+            );
+        }
         drop(lb);
     }
 }
