@@ -273,8 +273,6 @@ fn bootstrap_renew_reissues_leaves_and_keeps_keys_cas_and_configs() {
     };
     run(&[]);
     let before = files(&out);
-    // notBefore has one-second resolution: make "reissued" visible in it too.
-    std::thread::sleep(Duration::from_millis(1100));
     run(&["--renew"]);
     let after = files(&out);
     assert_eq!(
@@ -293,7 +291,11 @@ fn bootstrap_renew_reissues_leaves_and_keeps_keys_cas_and_configs() {
             let (new_key, new_serial, new_nb) = cert_facts(new);
             assert_eq!(old_key, new_key, "{}: same key", rel.display());
             assert_ne!(old_serial, new_serial, "{}: reissued", rel.display());
-            assert!(new_nb > old_nb, "{}: new notBefore", rel.display());
+            assert!(
+                new_nb >= old_nb,
+                "{}: notBefore not moved back",
+                rel.display()
+            );
             leaves += 1;
         } else if name.ends_with(".conf") {
             assert_ne!(old, new, "{}: new client certificate", rel.display());

@@ -602,7 +602,7 @@ fn generated_packets_decode_to_the_class_they_were_built_as() {
     let seed = std::env::var("APILB_PACKET_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0f_a91b_u64);
+        .unwrap_or(0x005e_ed0f_a91b_u64);
     eprintln!("generated_packets: seed {seed} (APILB_PACKET_SEED={seed} replays)");
     let mut rng = Rng(seed);
     let mut seen: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
