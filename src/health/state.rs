@@ -697,4 +697,128 @@ mod tests {
         );
         assert_eq!(h.slow_start_factor(t0, Duration::ZERO), 1.0, "off");
     }
+
+    /// Every rise/fall pair from 1 to 4: the transition happens on exactly the rise-th or
+    /// fall-th result in a row, a result of the other kind restarts the count, and the
+    /// transition is reported once.
+    #[test]
+    fn rise_and_fall_thresholds_table() {
+        let t0 = Instant::now();
+        for rise in 1..=4u32 {
+            for fall in 1..=4u32 {
+                let t = Thresholds {
+                    rise,
+                    fall,
+                    passive_fall: 0,
+                    slow_start: Duration::ZERO,
+                };
+                let case = format!("rise {rise}, fall {fall}");
+                let mut h = Health::new();
+                let mut now = t0;
+                let mut feed = |h: &mut Health, o: Outcome| {
+                    now += Duration::from_secs(1);
+                    h.on_check(o, now, &t)
+                };
+                // fall - 1 failures, a pass (resets), fall - 1 failures: still up.
+                for round in 0..2 {
+                    for _ in 1..fall {
+                        assert_eq!(feed(&mut h, fail()), None, "{case}, round {round}");
+                    }
+                    assert_eq!(h.state(), State::Up, "{case}");
+                    if round == 0 {
+                        assert_eq!(feed(&mut h, Outcome::Pass), None, "{case}");
+                    }
+                }
+                // The fall-th failure in a row: down, reported once.
+                let tr = feed(&mut h, fail()).expect("down on the fall-th failure");
+                assert_eq!((tr.from, tr.to), (State::Up, State::Down), "{case}");
+                assert_eq!(feed(&mut h, fail()), None, "{case}: reported once");
+                // rise - 1 passes, a failure (resets), rise - 1 passes: still down.
+                for round in 0..2 {
+                    for _ in 1..rise {
+                        assert_eq!(feed(&mut h, Outcome::Pass), None, "{case}, round {round}");
+                    }
+                    assert_eq!(h.state(), State::Down, "{case}");
+                    if round == 0 {
+                        assert_eq!(feed(&mut h, fail()), None, "{case}");
+                    }
+                }
+                let tr = feed(&mut h, Outcome::Pass).expect("up on the rise-th pass");
+                assert_eq!((tr.from, tr.to), (State::Down, State::Up), "{case}");
+                assert_eq!(feed(&mut h, Outcome::Pass), None, "{case}: reported once");
+                // Draining results count like failures toward fall, and end in Drain.
+                let d = || Outcome::Draining("readyz 500, livez 200".into());
+                for _ in 1..fall {
+                    assert_eq!(feed(&mut h, d()), None, "{case}");
+                }
+                let tr = feed(&mut h, d()).expect("drain on the fall-th draining result");
+                assert_eq!((tr.from, tr.to), (State::Up, State::Drain), "{case}");
+            }
+        }
+    }
+
+    /// Slow start after coming back (from down or drain) over a 40 s ramp: the share at each
+    /// offset, the 5 % floor, and a fresh ramp after going down mid-way.
+    #[test]
+    fn slow_start_table() {
+        let s = Duration::from_secs(40);
+        let t = Thresholds {
+            rise: 1,
+            fall: 1,
+            passive_fall: 0,
+            slow_start: s,
+        };
+        let ms = Duration::from_millis;
+        // (offset after coming back, share of weight)
+        let table = [
+            (ms(0), 0.05),
+            (ms(1000), 0.05),
+            (ms(2000), 0.05),
+            (ms(4000), 0.1),
+            (ms(10_000), 0.25),
+            (ms(20_000), 0.5),
+            (ms(39_999), 0.999_975),
+            (ms(40_000), 1.0),
+            (ms(600_000), 1.0),
+        ];
+        let t0 = Instant::now();
+        let down: [fn() -> Outcome; 2] = [
+            || Outcome::Refused("refused".into()),
+            || Outcome::Draining("readyz 500".into()),
+        ];
+        for how in down {
+            let mut h = Health::new();
+            h.on_check(how(), t0, &t);
+            assert_ne!(h.state(), State::Up);
+            assert_eq!(
+                h.slow_start_factor(t0 + ms(5000), s),
+                1.0,
+                "not up: no ramp"
+            );
+            let back = t0 + ms(7000);
+            h.on_check(Outcome::Pass, back, &t);
+            assert_eq!(h.state(), State::Up);
+            for (offset, want) in table {
+                let got = h.slow_start_factor(back + offset, s);
+                assert!((got - want).abs() < 1e-9, "{offset:?}: {got} != {want}");
+            }
+            // Checks passing while up do not restart the ramp.
+            h.on_check(Outcome::Pass, back + ms(20_000), &t);
+            let got = h.slow_start_factor(back + ms(20_000), s);
+            assert!((got - 0.5).abs() < 1e-9, "{got}");
+            // Down mid-ramp and back: a new ramp from the new time.
+            h.on_check(Outcome::Refused("refused".into()), back + ms(21_000), &t);
+            let again = back + ms(25_000);
+            h.on_check(Outcome::Pass, again, &t);
+            assert_eq!(h.slow_start_factor(again, s), 0.05);
+            let got = h.slow_start_factor(again + ms(30_000), s);
+            assert!((got - 0.75).abs() < 1e-9, "{got}");
+            // An operator drain hides the ramp; enabling shows it again, still on time.
+            h.set_admin(Some(Admin::Drain));
+            assert_eq!(h.slow_start_factor(again + ms(10_000), s), 1.0);
+            h.set_admin(None);
+            let got = h.slow_start_factor(again + ms(10_000), s);
+            assert!((got - 0.25).abs() < 1e-9, "{got}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod support;
 
 mod bootstrap;
 mod cli;
+mod contracts;
 mod control;
 mod demo;
 mod deploy;

@@ -614,9 +614,12 @@ async fn dns_named_backends_follow_live_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_listener_and_backend() {
-    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
-        eprintln!("skipped: no ::1 on this host");
-        return;
+    let probe = match std::net::TcpListener::bind("[::1]:0") {
+        Ok(probe) => probe,
+        Err(e) => {
+            crate::support::skip_or_fail(&format!("cannot bind [::1]:0 ({e}): no IPv6 loopback"));
+            return;
+        }
     };
     drop(probe);
     let b = EchoBackend::start_on("v6", "[::1]:0".parse().expect("addr")).await;

@@ -293,18 +293,48 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// Whether an external tool is on PATH. When it is not, a test skips with a printed reason,
-/// unless APILB_REQUIRE_PRIVILEGED=1 (CI installs every tool), where it fails.
+/// Whether an external tool is on PATH. When it is not, the calling test skips (or fails
+/// under APILB_REQUIRE_PRIVILEGED=1) through [`skip_or_fail`].
 pub fn have_tool(tool: &str, package: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
     if !found {
-        if std::env::var("APILB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("{tool} is required (APILB_REQUIRE_PRIVILEGED=1): apt-get install {package}");
-        }
-        eprintln!("skipped: {tool} not found (apt-get install {package})");
+        skip_or_fail(&format!("{tool} not found (apt-get install {package})"));
     }
     found
+}
+
+/// The one way a test skips: with `APILB_REQUIRE_PRIVILEGED=1` (set by `.ci/run`) it panics
+/// instead, naming the test and `reason`; otherwise it prints the reason and appends it to
+/// [`skip_log`], which `.ci/run` prints at the end (cargo hides a passing test's stderr).
+/// Returns only when skipping; the caller then returns without asserting.
+pub fn skip_or_fail(reason: &str) {
+    let current = std::thread::current();
+    // libtest names each test's thread after the test.
+    let test = current.name().unwrap_or("<unnamed test thread>");
+    if std::env::var("APILB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test}: {reason} (APILB_REQUIRE_PRIVILEGED=1 turns this skip into a failure)");
+    }
+    let line = format!("skipped {test}: {reason}\n");
+    eprint!("{line}");
+    let path = skip_log();
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("{}: cannot record the skip: {e}", path.display());
+    }
+}
+
+/// Where skips are recorded: `$APILB_SKIP_LOG`, else `skipped-tests.log` in cargo's
+/// per-target temporary directory (`target/tmp`).
+pub fn skip_log() -> PathBuf {
+    std::env::var_os("APILB_SKIP_LOG").map_or_else(
+        || Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.log"),
+        PathBuf::from,
+    )
 }
 
 /// Run the apilb binary with `args` to completion.

@@ -37,16 +37,15 @@ fn run(args: &[&str]) {
     );
 }
 
-/// Whether privileged tests can run; prints the reason when not, panics under
-/// APILB_REQUIRE_PRIVILEGED=1.
+/// Whether privileged tests can run; when not, skips (or fails under
+/// APILB_REQUIRE_PRIVILEGED=1) through [`super::skip_or_fail`].
 pub fn privileged(what: &str) -> bool {
     if std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0) {
         return true;
     }
-    if std::env::var("APILB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{what} needs root (APILB_REQUIRE_PRIVILEGED=1)");
-    }
-    eprintln!("skipped: {what} needs root (network namespaces, raw sockets)");
+    super::skip_or_fail(&format!(
+        "{what} needs root (network namespaces, raw sockets)"
+    ));
     false
 }
 

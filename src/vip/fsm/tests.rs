@@ -39,6 +39,12 @@ fn run_until(fsm: &mut Fsm, t0: Instant, until: Instant) -> Vec<(Duration, Actio
         for a in fsm.handle(Event::Timer, d) {
             out.push((d - t0, a));
         }
+        // A deadline the timer did not consume would loop here forever: fail instead.
+        assert_ne!(
+            fsm.next_deadline(),
+            Some(d),
+            "Timer at its deadline left it armed"
+        );
     }
     out
 }
@@ -381,4 +387,140 @@ fn reconfigure_priority_is_advertised_at_once() {
             Action::SendAdvert { priority: 90 }
         ]
     );
+}
+
+/// Skew_Time = (256 - Priority) x Master_Adver_Interval / 256, in nanoseconds, written out
+/// independently of the machine's arithmetic.
+fn rfc_skew(priority: u8, interval: Duration) -> Duration {
+    Duration::from_nanos((interval.as_nanos() * (256 - u128::from(priority)) / 256) as u64)
+}
+
+#[test]
+fn master_down_and_skew_timing_table() {
+    // Input: a Backup of priority p (its own interval 100 ms) hears a master's advert
+    // carrying interval i, then silence. Output: nothing until exactly
+    // 3 x i + Skew_Time(p, i) after the advert (the learned interval, not our own), then
+    // Master; after a priority-0 advert, Master exactly Skew_Time later. Adverts that keep
+    // arriving up to 1 ns before the deadline keep it Backup.
+    for (p, i) in [
+        (1u8, MS(100)),
+        (100, MS(100)),
+        (150, MS(100)),
+        (254, MS(100)),
+        (100, MS(10)),
+        (200, MS(30)),
+        (100, MS(1000)),
+        (50, MS(40_950)),
+    ] {
+        let case = format!("priority {p}, interval {i:?}");
+        let down = i * 3 + rfc_skew(p, i);
+        let t0 = Instant::now();
+        let mut f = backup(p, t0);
+        let heard = |f: &mut Fsm, at: Instant| {
+            let acts = f.handle(
+                Event::Advert {
+                    from: ip("10.0.0.12"),
+                    priority: 255,
+                    interval: i,
+                },
+                at,
+            );
+            assert_eq!(acts, vec![], "{case}");
+        };
+        // A master advertising late each time, but always before the deadline.
+        let mut last = t0;
+        for _ in 0..5 {
+            heard(&mut f, last);
+            assert_eq!(f.master_down_interval(), down, "{case}");
+            assert_eq!(f.skew(), rfc_skew(p, i), "{case}");
+            assert_eq!(f.next_deadline(), Some(last + down), "{case}");
+            let just_before = last + down - Duration::from_nanos(1);
+            assert_eq!(run_until(&mut f, t0, just_before), vec![], "{case}");
+            last = just_before;
+        }
+        assert_eq!(f.state(), State::Backup, "{case}");
+        // The last advert, then silence: Master exactly at the deadline.
+        heard(&mut f, last);
+        let acts = run_until(&mut f, t0, last + down);
+        assert!(
+            acts.contains(&(
+                last + down - t0,
+                Action::Transition {
+                    from: State::Backup,
+                    to: State::Master,
+                    reason: Reason::MasterDown
+                }
+            )),
+            "{case}: {acts:?}"
+        );
+        // A fresh backup told the master is leaving: only the skew.
+        let mut g = backup(p, t0);
+        heard(&mut g, t0);
+        let leave = t0 + i;
+        assert_eq!(
+            g.handle(
+                Event::Advert {
+                    from: ip("10.0.0.12"),
+                    priority: 0,
+                    interval: i,
+                },
+                leave,
+            ),
+            vec![],
+            "{case}"
+        );
+        assert_eq!(g.next_deadline(), Some(leave + rfc_skew(p, i)), "{case}");
+        assert_eq!(
+            run_until(&mut g, t0, leave + rfc_skew(p, i) - Duration::from_nanos(1)),
+            vec![],
+            "{case}"
+        );
+        run_until(&mut g, t0, leave + rfc_skew(p, i));
+        assert_eq!(g.state(), State::Master, "{case}");
+    }
+}
+
+#[test]
+fn higher_priority_backup_takes_over_first_by_the_skew_difference() {
+    // Input: backups of priorities 200 and 100 hear the same last advert (interval 1 s).
+    // Output: 200 becomes Master (100 x 1 s / 256) = 390.625 ms before 100 would.
+    let t0 = Instant::now();
+    let i = MS(1000);
+    let mut hi = backup(200, t0);
+    let mut lo = backup(100, t0);
+    for f in [&mut hi, &mut lo] {
+        f.handle(
+            Event::Advert {
+                from: ip("10.0.0.12"),
+                priority: 255,
+                interval: i,
+            },
+            t0,
+        );
+    }
+    let (h, l) = (
+        hi.next_deadline().expect("timer"),
+        lo.next_deadline().expect("timer"),
+    );
+    assert_eq!(l - h, Duration::from_nanos(390_625_000));
+    // hi's first advert reaches lo before lo's deadline and keeps it Backup.
+    run_until(&mut hi, t0, h);
+    assert_eq!(hi.state(), State::Master);
+    lo.handle(
+        Event::Advert {
+            from: ip("10.0.0.11"),
+            priority: 200,
+            interval: MS(100),
+        },
+        h,
+    );
+    // lo now runs on the new master's 100 ms interval: 300 ms + 60.9375 ms.
+    let next = h + Duration::from_nanos(360_937_500);
+    assert!(next < l);
+    assert_eq!(lo.next_deadline(), Some(next));
+    assert_eq!(
+        run_until(&mut lo, t0, next - Duration::from_nanos(1)),
+        vec![]
+    );
+    assert_eq!(lo.state(), State::Backup);
 }

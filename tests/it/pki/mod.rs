@@ -18,17 +18,16 @@ use apilb::cluster::Cluster;
 use apilb::pki::{self, Options};
 use time::OffsetDateTime;
 
-/// Whether `tool` is on PATH. When absent: panic if `APILB_REQUIRE_PRIVILEGED=1`, else print
-/// why the calling test skips and return false.
+/// Whether `tool` is on PATH. When absent, the calling test skips (or fails under
+/// `APILB_REQUIRE_PRIVILEGED=1`) through `support::skip_or_fail`, and this returns false.
 pub(crate) fn have_tool(tool: &str, test: &str) -> bool {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false);
     if !found {
-        if std::env::var("APILB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("{test}: `{tool}` is required (APILB_REQUIRE_PRIVILEGED=1) but not on PATH");
-        }
-        println!("SKIP {test}: `{tool}` not on PATH (apt-get install the package; see .ci/run)");
+        crate::support::skip_or_fail(&format!(
+            "{test}: `{tool}` not on PATH (apt-get install the package; see .ci/run)"
+        ));
     }
     found
 }
