@@ -318,27 +318,38 @@ async fn all_backends_down_closes_the_client_promptly() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On tokio's paused clock (loopback I/O completes in the kernel at once, so the clock only
+/// jumps while nothing is in flight): an hour-long idle timeout closes a quiet connection at
+/// the hour, while one that speaks every 20 minutes lives on.
+#[tokio::test(start_paused = true)]
 async fn idle_connections_are_closed_and_busy_ones_kept() {
     let b = EchoBackend::start("b").await;
     let lb = start(&lb_yaml(
         &any_port(),
         &[("b", b.addr)],
-        "timeouts: {idle: 1s}\n",
+        "timeouts: {idle: 1h}\nhealth: {kind: none}\n",
     ))
     .await;
     let addr = lb.local_addrs()[0];
     let (mut idle, _) = connect_tagged(addr).await;
     let (mut busy, _) = connect_tagged(addr).await;
     let started = tokio::time::Instant::now();
-    // Keep one busy past the idle timeout, with a byte every 300 ms.
-    while started.elapsed() < Duration::from_millis(1800) {
+    let idle_closed = tokio::spawn(async move {
+        let mut buf = [0u8; 16];
+        let n = idle.read(&mut buf).await;
+        (n.map_err(|e| e.kind()), started.elapsed())
+    });
+    // Busy past two idle timeouts, a byte every 20 minutes.
+    for _ in 0..6 {
         roundtrip(&mut busy, b"x").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_secs(20 * 60)).await;
     }
+    let (read, at) = idle_closed.await.expect("reader");
+    assert_eq!(read, Ok(0), "the idle connection got EOF");
+    let hour = Duration::from_secs(3600);
     assert!(
-        closed_within(&mut idle, Duration::from_secs(3)).await,
-        "idle closed"
+        at >= hour && at < hour + Duration::from_secs(1),
+        "closed after {at:?}, want the idle timeout (1h)"
     );
     roundtrip(&mut busy, b"still here").await;
     assert_eq!(
