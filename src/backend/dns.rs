@@ -20,6 +20,15 @@ use tokio_util::task::TaskTracker;
 use crate::config::{BackendAddress, BackendConfig, DnsConfig};
 use crate::metrics::Metrics;
 
+/// Addresses as an operator writes them: `10.0.0.1, 10.0.0.2`.
+fn list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.ip().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How long one lookup may take (per server attempt).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -146,7 +155,7 @@ async fn watch(
                     tracing::info!(backend = %name, %host, "DNS lookups succeed again");
                     failing = false;
                 }
-                tracing::debug!(backend = %name, %host, ?addrs, "resolved");
+                tracing::debug!(backend = %name, %host, addresses = %list(&addrs), "resolved");
                 metrics
                     .dns_endpoints
                     .with_label_values(&[name.as_str()])

@@ -489,7 +489,7 @@ fn on_answer(backends: &Arc<BackendSet>) -> OnAnswer {
     Arc::new(move |name: &str, addrs| {
         let changes = set.set_resolved(name, addrs);
         if !changes.is_empty() {
-            tracing::info!(backend = name, added = ?changes.added, removed = ?changes.removed, "DNS answer changed the endpoints");
+            tracing::info!(backend = name, added = %changes.added.join(", "), removed = %changes.removed.join(", "), "DNS answer changed the endpoints");
         }
     })
 }

@@ -65,13 +65,19 @@ impl Server {
                 for w in report.proxy.warnings.iter().chain(&report.warnings) {
                     tracing::warn!("{w}");
                 }
+                let addrs = |v: &[std::net::SocketAddr]| {
+                    v.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 tracing::info!(
-                    added = ?report.backends.added,
-                    removed = ?report.backends.removed,
-                    reweighted = ?report.backends.reweighted,
-                    checks_restarted = ?report.checks_restarted,
-                    listeners_added = ?report.proxy.listeners_added,
-                    listeners_removed = ?report.proxy.listeners_removed,
+                    added = %report.backends.added.join(", "),
+                    removed = %report.backends.removed.join(", "),
+                    reweighted = %report.backends.reweighted.join(", "),
+                    checks_restarted = %report.checks_restarted.join(", "),
+                    listeners_added = %addrs(&report.proxy.listeners_added),
+                    listeners_removed = %addrs(&report.proxy.listeners_removed),
                     "config reloaded"
                 );
             }
