@@ -252,7 +252,7 @@ fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Res
     }
     let mut out = Vec::with_capacity(backends.len());
     for backend in backends {
-        if let Some(t) = backend.set_admin(admin) {
+        if let Some(t) = backend.set_admin(admin, tokio::time::Instant::now()) {
             state.backends.publish(&backend, t);
         }
         tracing::info!(backend = backend.name(), action, %peer, "backend state set by operator");

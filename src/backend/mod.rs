@@ -109,9 +109,9 @@ impl Backend {
         lock(&self.health).on_check(outcome, now, &thresholds)
     }
 
-    /// Set or clear an operator's override; returns the transition it caused.
-    pub fn set_admin(&self, admin: Option<Admin>) -> Option<Transition> {
-        lock(&self.health).set_admin(admin)
+    /// Set or clear an operator's override at `now`; returns the transition it caused.
+    pub fn set_admin(&self, admin: Option<Admin>, now: Instant) -> Option<Transition> {
+        lock(&self.health).set_admin(admin, now)
     }
 
     /// A token cancelled when this backend's connections must close.

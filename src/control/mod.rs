@@ -226,6 +226,7 @@ impl Server {
             &config,
             Arc::clone(&backends),
             metrics.clone(),
+            root.child_token(),
         )?);
         let dns = DnsWatcher::new(tracker.clone(), checks_stop.clone());
         if let Err(e) = dns.restart(

@@ -301,12 +301,12 @@ impl Health {
 
     /// Set or clear the operator's override. Clearing it returns the checked state, with
     /// the checks' own reason.
-    pub fn set_admin(&mut self, admin: Option<Admin>) -> Option<Transition> {
+    pub fn set_admin(&mut self, admin: Option<Admin>, now: Instant) -> Option<Transition> {
         let before = self.state();
         self.admin = admin;
         if admin.is_none() && self.checked == State::Up && before != State::Up {
-            // Back from maintenance: ramp up like any returning backend.
-            self.up_since = self.last_check.or(self.up_since);
+            // Back from maintenance or a drain at `now`: ramp up like any returning backend.
+            self.up_since = Some(now);
         }
         self.transition(before).map(|mut t| {
             if admin.is_none() {
@@ -478,15 +478,17 @@ mod tests {
     #[test]
     fn operator_override_hides_checks_until_enabled() {
         let mut h = Health::new();
-        let t = h.set_admin(Some(Admin::Maint)).expect("transition");
+        let t = h
+            .set_admin(Some(Admin::Maint), Instant::now())
+            .expect("transition");
         assert_eq!((t.from, t.to), (State::Up, State::Maint));
         // Checks still count underneath.
         states(&mut h, vec![fail(), fail()]);
         assert_eq!(h.state(), State::Maint);
         assert_eq!(h.checked_state(), State::Down);
-        let t = h.set_admin(None).expect("transition");
+        let t = h.set_admin(None, Instant::now()).expect("transition");
         assert_eq!((t.from, t.to), (State::Maint, State::Down));
-        let t = h.set_admin(Some(Admin::Drain));
+        let t = h.set_admin(Some(Admin::Drain), Instant::now());
         assert_eq!(t.map(|t| t.to), Some(State::Drain));
     }
 
@@ -644,7 +646,7 @@ mod tests {
                     }
                     Connected => h.on_connect_success(),
                     Operator(a) => {
-                        h.set_admin(a);
+                        h.set_admin(a, now);
                     }
                 }
             }
@@ -659,14 +661,14 @@ mod tests {
     #[test]
     fn enabling_logs_the_state_checks_found() {
         let mut h = Health::new();
-        h.set_admin(Some(Admin::Maint));
+        h.set_admin(Some(Admin::Maint), Instant::now());
         h.on_check(
             Outcome::Refused("connection refused".into()),
             Instant::now(),
             &T,
         );
         assert_eq!(
-            h.set_admin(None),
+            h.set_admin(None, Instant::now()),
             Some(Transition {
                 from: State::Maint,
                 to: State::Down,
@@ -813,11 +815,14 @@ mod tests {
             assert_eq!(h.slow_start_factor(again, s), 0.05);
             let got = h.slow_start_factor(again + ms(30_000), s);
             assert!((got - 0.75).abs() < 1e-9, "{got}");
-            // An operator drain hides the ramp; enabling shows it again, still on time.
-            h.set_admin(Some(Admin::Drain));
-            assert_eq!(h.slow_start_factor(again + ms(10_000), s), 1.0);
-            h.set_admin(None);
-            let got = h.slow_start_factor(again + ms(10_000), s);
+            // An operator drain hides the ramp; enabling starts a new one from that time
+            // (the backend took no new connections meanwhile).
+            h.set_admin(Some(Admin::Drain), again + ms(30_000));
+            assert_eq!(h.slow_start_factor(again + ms(40_000), s), 1.0);
+            let enabled = again + ms(50_000);
+            h.set_admin(None, enabled);
+            assert_eq!(h.slow_start_factor(enabled, s), 0.05);
+            let got = h.slow_start_factor(enabled + ms(10_000), s);
             assert!((got - 0.25).abs() < 1e-9, "{got}");
         }
     }

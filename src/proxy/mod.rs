@@ -128,11 +128,14 @@ pub struct Proxy {
 
 impl Proxy {
     /// Bind every listener of `config` and start accepting, picking from `backends`. Fails,
-    /// with nothing left running, if any listener cannot be bound.
+    /// with nothing left running, if any listener cannot be bound. Cancelling `cut` (a
+    /// child of the control plane's root token) stops every listener and cuts every
+    /// connection.
     pub fn start(
         config: &Config,
         backends: Arc<BackendSet>,
         metrics: Metrics,
+        cut: CancellationToken,
     ) -> Result<Proxy, Error> {
         let bound = bind_all(&config.listen, &config.listener, &config.tcp)?;
         let proxy = Proxy {
@@ -149,7 +152,7 @@ impl Proxy {
             listeners: Mutex::new(HashMap::new()),
             order: Mutex::new(config.listen.clone()),
             tracker: TaskTracker::new(),
-            cut: CancellationToken::new(),
+            cut,
         };
         for (addr, l) in bound {
             proxy.spawn_listener(addr, l);
@@ -274,7 +277,7 @@ impl Proxy {
 
     fn spawn_listener(&self, addr: SocketAddr, l: TcpListener) {
         let local = l.local_addr().unwrap_or(addr);
-        let stop = CancellationToken::new();
+        let stop = self.cut.child_token();
         let socket = Arc::new(l);
         tracing::info!(address = %local, "listening");
         self.tracker.spawn(accept::accept_loop(

@@ -26,7 +26,7 @@ fn lb_for(servers: &[&FakeApiserver], extra: &str) -> String {
 
 /// What `POST /backends/NAME/ACTION` does: set the override and publish the transition.
 fn operator(lb: &Server, b: &std::sync::Arc<apilb::backend::Backend>, admin: Option<Admin>) {
-    if let Some(t) = b.set_admin(admin) {
+    if let Some(t) = b.set_admin(admin, tokio::time::Instant::now()) {
         lb.backends().publish(b, t);
     }
 }
