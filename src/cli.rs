@@ -221,7 +221,7 @@ pub enum BackendAction {
         #[arg(long)]
         wait: bool,
         /// How long --wait waits at most.
-        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_arg)]
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::input::parse_duration)]
         deadline: std::time::Duration,
     },
     /// Out of service: no new connections, checks not counted.
@@ -234,8 +234,4 @@ pub enum BackendAction {
         /// Backend name.
         name: String,
     },
-}
-
-fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    crate::config::parse_duration(s)
 }

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line (clap derive); `main.rs` maps it to library calls.
+//! - [`input`]: what both YAML files share: positioned problems, unknown keys, and the
+//!   host:port, DNS-name, CIDR and duration rules.
 //! - [`config`]: the LB config file, parsed and checked into [`config::Config`].
 //! - [`backend`]: the live backend set and the pure selection algorithms.
 //! - [`health`]: backend health: state machine, probes, check tasks.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod input;
 pub mod metrics;
 pub mod pki;
 pub mod proxy;

@@ -208,27 +208,13 @@ fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
 /// `apilb check-config`: every problem on stderr and exit 64, or a summary and exit 0.
 #[allow(clippy::print_stdout)]
 fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
-    match Config::load(path) {
-        Ok(c) => {
-            if let Err(errors) = apilb::health::task::load_tls(&c) {
-                for e in errors {
-                    eprintln!("{}: {e}", path.display());
-                }
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
-            println!(
-                "{}: ok ({} listener(s), {} backend(s), balance {:?})",
-                path.display(),
-                c.listen.len(),
-                c.backends.len(),
-                c.balance
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(ExitCode::from(EXIT_CONFIG))
-        }
+    let report = apilb::config::check(path);
+    if report.is_ok() {
+        println!("{report}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{report}");
+        Ok(ExitCode::from(EXIT_CONFIG))
     }
 }
 
