@@ -327,7 +327,10 @@ fn problems_have_the_lb_config_format() {
             "masters: [\n",
             "c.yaml:2:1: did not find expected node content, while parsing a flow node",
         ),
-        ("", "c.yaml:1:1: the file is empty; a cluster description needs at least kubernetesVersion, controlPlaneEndpoint, loadBalancer and masters"),
+        (
+            "",
+            "c.yaml:1:1: the file is empty; a cluster description needs at least kubernetesVersion, controlPlaneEndpoint, loadBalancer and masters",
+        ),
         (
             "kubernetesVersion: v1.31.2\nloadBalancer: {vip: 10.0.0.100}\nmasters: [{name: cp1, address: 10.0.0.11}]\n",
             "c.yaml:1:1: controlPlaneEndpoint: is required",
@@ -337,10 +340,9 @@ fn problems_have_the_lb_config_format() {
     for (i, (src, want)) in cases.iter().enumerate() {
         match Cluster::parse(src, "c.yaml") {
             Ok(c) => failures.push(format!("case {}: expected an error, got {c:?}", i + 1)),
-            Err(e) if e.to_string() != *want => failures.push(format!(
-                "case {}:\n  want: {want}\n  got:  {e}",
-                i + 1
-            )),
+            Err(e) if e.to_string() != *want => {
+                failures.push(format!("case {}:\n  want: {want}\n  got:  {e}", i + 1))
+            }
             Err(_) => {}
         }
     }
@@ -356,7 +358,10 @@ fn dns_names_are_case_insensitive() {
             "controlPlaneEndpoint: k8s-api.example.internal:6443",
             "controlPlaneEndpoint: K8s-API.Example.Internal:6443",
         )
-        .replace("certSANs: [master-3.example.internal]", "certSANs: [Master-3.Example.Internal]")
+        .replace(
+            "certSANs: [master-3.example.internal]",
+            "certSANs: [Master-3.Example.Internal]",
+        )
         .replace("dnsDomain: cluster.local", "dnsDomain: Cluster.Local"),
     )
     .unwrap();

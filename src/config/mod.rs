@@ -22,8 +22,8 @@ pub use health::*;
 use raw::{FileConfig, RawHealth};
 pub use vip::*;
 
-pub use crate::input::{Position, Problem, Problems};
 use crate::input::{Collector, Host, Locations, Scalar, parse_duration};
+pub use crate::input::{Position, Problem, Problems};
 
 /// Default balancing algorithm: long-lived watches make least-connections the sane choice.
 pub const DEFAULT_BALANCE: Balance = Balance::LeastConnections;
@@ -291,7 +291,14 @@ macro_rules! yaml_spelling {
         }
     )*};
 }
-yaml_spelling!(Balance, Forwarding, AdminAccess, CheckKind, OnDown, ChecksumStyle);
+yaml_spelling!(
+    Balance,
+    Forwarding,
+    AdminAccess,
+    CheckKind,
+    OnDown,
+    ChecksumStyle
+);
 
 impl Config {
     /// Read and check the file at `path`.

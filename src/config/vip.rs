@@ -122,7 +122,11 @@ impl Checker {
         } else {
             true
         };
-        let vrid = self.required(raw.vrid.as_ref(), "vip.vrid", "is required: 1 to 255, the same on every LB host");
+        let vrid = self.required(
+            raw.vrid.as_ref(),
+            "vip.vrid",
+            "is required: 1 to 255, the same on every LB host",
+        );
         let vrid = self.number(vrid, "vip.vrid", 1, 255);
         let mut addresses = Vec::new();
         let mut addr_ok = true;
@@ -236,12 +240,7 @@ impl Checker {
             "vip.track.healthyBackendsBelow",
             "is required, e.g. 1",
         );
-        let below = self.number(
-            below,
-            "vip.track.healthyBackendsBelow",
-            1,
-            10_000,
-        );
+        let below = self.number(below, "vip.track.healthyBackendsBelow", 1, 10_000);
         let weight = self.number(raw.weight.as_ref(), "vip.track.weight", 1, 253);
         let weight_ok = raw.weight.is_none() || weight.is_some();
         let hold = self.duration(raw.hold.as_ref(), "vip.track.hold", None);

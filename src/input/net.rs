@@ -123,8 +123,7 @@ pub fn socket_addr(text: &str, zero_ok: bool) -> Result<SocketAddr, AddressError
         Err(_) => {
             let (host, port) = split_host_port(t)?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let ip =
-                IpAddr::from_str(host).map_err(|_| AddressError::NotIp(host.to_owned()))?;
+            let ip = IpAddr::from_str(host).map_err(|_| AddressError::NotIp(host.to_owned()))?;
             SocketAddr::new(ip, port_number(port)?)
         }
     };
@@ -308,7 +307,10 @@ mod tests {
 
     #[test]
     fn dns_names_are_case_insensitive_rfc_1123() {
-        assert_eq!(dns_name("Master-1.Example.INTERNAL"), Ok("master-1.example.internal".into()));
+        assert_eq!(
+            dns_name("Master-1.Example.INTERNAL"),
+            Ok("master-1.example.internal".into())
+        );
         assert_eq!(dns_name("a.b."), Ok("a.b.".into()));
         assert_eq!(dns_name("1a"), Ok("1a".into()));
         assert_eq!(dns_name("1.2.3.l"), Ok("1.2.3.l".into()));
@@ -318,7 +320,10 @@ mod tests {
         );
         let bad = [
             ("", "\"\" is not a valid host name"),
-            ("master_1.x", "\"master_1.x\" is not a valid host name (label \"master_1\")"),
+            (
+                "master_1.x",
+                "\"master_1.x\" is not a valid host name (label \"master_1\")",
+            ),
             ("-a.x", "\"-a.x\" is not a valid host name (label \"-a\")"),
             ("a..b", "\"a..b\" is not a valid host name (label \"\")"),
         ];
@@ -333,15 +338,27 @@ mod tests {
     #[test]
     fn host_port_forms() {
         let ip = |s: &str| Host::Ip(s.parse().unwrap());
-        assert_eq!(host_port("10.0.0.11:6443", None), Ok((ip("10.0.0.11"), 6443)));
+        assert_eq!(
+            host_port("10.0.0.11:6443", None),
+            Ok((ip("10.0.0.11"), 6443))
+        );
         assert_eq!(host_port("[fd00::11]:443", None), Ok((ip("fd00::11"), 443)));
         assert_eq!(
             host_port("API.example:6443", None),
             Ok((Host::Dns("api.example".into()), 6443))
         );
-        assert_eq!(host_port("fd00::100", Some(6443)), Ok((ip("fd00::100"), 6443)));
-        assert_eq!(host_port("[fd00::100]", Some(6443)), Ok((ip("fd00::100"), 6443)));
-        assert_eq!(host_port("api", Some(6443)), Ok((Host::Dns("api".into()), 6443)));
+        assert_eq!(
+            host_port("fd00::100", Some(6443)),
+            Ok((ip("fd00::100"), 6443))
+        );
+        assert_eq!(
+            host_port("[fd00::100]", Some(6443)),
+            Ok((ip("fd00::100"), 6443))
+        );
+        assert_eq!(
+            host_port("api", Some(6443)),
+            Ok((Host::Dns("api".into()), 6443))
+        );
         let bad: &[(&str, Option<u16>, AddressError)] = &[
             ("api", None, AddressError::NoPort),
             ("fd00::1:6443", None, AddressError::Brackets),
@@ -349,7 +366,11 @@ mod tests {
             ("10.0.0.1:0", None, AddressError::PortZero),
             ("api:0", Some(1), AddressError::PortZero),
             ("api:99999", Some(1), AddressError::Port("99999".into())),
-            ("10.0.0.300:1", None, AddressError::NotIpv4("10.0.0.300".into())),
+            (
+                "10.0.0.300:1",
+                None,
+                AddressError::NotIpv4("10.0.0.300".into()),
+            ),
             ("[nope]:1", None, AddressError::NotIpv6("nope".into())),
         ];
         for (text, default, want) in bad {
@@ -360,7 +381,10 @@ mod tests {
             Err(AddressError::Name(_))
         ));
         assert_eq!(socket_addr("127.0.0.1:0", true).map(|a| a.port()), Ok(0));
-        assert_eq!(socket_addr("127.0.0.1:0", false), Err(AddressError::PortZero));
+        assert_eq!(
+            socket_addr("127.0.0.1:0", false),
+            Err(AddressError::PortZero)
+        );
         assert_eq!(
             socket_addr("localhost:1", true),
             Err(AddressError::NotIp("localhost".into()))
@@ -390,14 +414,24 @@ mod tests {
         );
         let v6 = Cidr::parse("fd00:10:96::/108").unwrap();
         assert_eq!(v6.nth(1), Some("fd00:10:96::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("1.2.3.4".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("1.2.3.4".parse().unwrap())
+        );
         assert_eq!(Cidr::parse("10.0.0.0/31").unwrap().nth(2), None);
-        assert_eq!(Cidr::parse("10.0.0.0/31").unwrap().nth(1), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            Cidr::parse("10.0.0.0/31").unwrap().nth(1),
+            Some("10.0.0.1".parse().unwrap())
+        );
         let a = Cidr::parse("10.0.0.0/8").unwrap();
         assert!(a.overlaps(&Cidr::parse("10.244.0.0/16").unwrap()));
         assert!(!a.overlaps(&Cidr::parse("11.0.0.0/8").unwrap()));
         let p = prefixed("10.0.0.100/24", false).unwrap();
-        assert_eq!((p.addr().to_string(), p.prefix_len()), ("10.0.0.100".into(), 24));
+        assert_eq!(
+            (p.addr().to_string(), p.prefix_len()),
+            ("10.0.0.100".into(), 24)
+        );
         assert_eq!(prefixed("fd00::1", true).unwrap().prefix_len(), 128);
     }
 }
