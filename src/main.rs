@@ -36,8 +36,8 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { config } => serve(config),
-        Command::CheckConfig { file } => check_config(&file),
+        Command::Serve { config } => serve(config.path()),
+        Command::CheckConfig { file } => check_config(&file.path()),
         Command::Demo {
             dir,
             listen,
@@ -414,6 +414,13 @@ mod pki_cmd {
         Ok(ExitCode::SUCCESS)
     }
 
+    /// A cluster description that cannot be used: its problems as check-config prints the
+    /// LB config's, one `file:line:col: key: problem` per line.
+    fn cluster_fail(e: &apilb::cluster::Error) -> anyhow::Result<ExitCode> {
+        eprintln!("{e}");
+        Ok(ExitCode::from(EXIT_CONFIG))
+    }
+
     fn pki_fail(e: &pki::Error) -> anyhow::Result<ExitCode> {
         report(
             e,
@@ -428,7 +435,7 @@ mod pki_cmd {
     pub(super) fn issue(cluster: &Path, dir: &Path, renew: bool) -> anyhow::Result<ExitCode> {
         let cluster = match Cluster::load(cluster) {
             Ok(c) => c,
-            Err(e) => return report(&e, EXIT_CONFIG),
+            Err(e) => return cluster_fail(&e),
         };
         let opts = pki::Options { renew, now: now() };
         match pki::issue(&cluster, dir, opts) {
@@ -444,7 +451,7 @@ mod pki_cmd {
     ) -> anyhow::Result<ExitCode> {
         let cluster = match Cluster::load(cluster) {
             Ok(c) => c,
-            Err(e) => return report(&e, EXIT_CONFIG),
+            Err(e) => return cluster_fail(&e),
         };
         match apilb::bootstrap::bootstrap(&cluster, dir, &opts) {
             Ok(r) => out(&r.to_string()),

@@ -849,6 +849,9 @@ mod tests {
     fn parse_skips_empty_documents_and_refuses_unknown_kinds() {
         assert!(parse("").unwrap().is_empty());
         let e = parse("apiVersion: v1\nkind: Pod\n").unwrap_err();
-        assert!(e.contains("unsupported"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "document 0: unsupported apiVersion \"v1\" / kind \"Pod\""
+        );
     }
 }
