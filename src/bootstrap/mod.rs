@@ -346,9 +346,9 @@ fn yaml(text: String) -> String {
 /// Why a generated file could not be made.
 #[derive(Debug, thiserror::Error)]
 enum GenerateError {
-    /// serde_yaml refused a value.
+    /// serde_yaml refused a value (in the message, not a `source`, so it is printed once).
     #[error("cannot serialize: {0}")]
-    Serialize(#[from] serde_yaml::Error),
+    Serialize(serde_yaml::Error),
     /// The LB config bootstrap wrote is one apilb itself would refuse (a bug).
     #[error("not a valid LB config: {0}")]
     LbConfig(crate::config::Error),
@@ -381,7 +381,9 @@ fn generate(
         };
         add(
             dir.join(KUBEADM_FILE),
-            kubeadm::to_yaml(&docs).map(yaml).map_err(Into::into),
+            kubeadm::to_yaml(&docs)
+                .map(yaml)
+                .map_err(GenerateError::Serialize),
             SECRET_MODE,
         );
         add(dir.join("README.md"), Ok(readme), PUBLIC_MODE);
@@ -390,7 +392,7 @@ fn generate(
         PathBuf::from(WORKER_JOIN_FILE),
         kubeadm::to_yaml(&[kubeadm::join_document(api, c, None, s)])
             .map(yaml)
-            .map_err(Into::into),
+            .map_err(GenerateError::Serialize),
         SECRET_MODE,
     );
     for e in c.etcd_members() {
@@ -399,7 +401,7 @@ fn generate(
             dir.join("manifests/etcd.yaml"),
             serde_yaml::to_string(&etcd::manifest(c, e))
                 .map(yaml)
-                .map_err(Into::into),
+                .map_err(GenerateError::Serialize),
             SECRET_MODE,
         );
         add(
@@ -413,7 +415,7 @@ fn generate(
         // A generated LB config that apilb itself would refuse is a bug, reported as such.
         let lb_config = lb::to_yaml(&lb::config(c, i))
             .map(yaml)
-            .map_err(GenerateError::from)
+            .map_err(GenerateError::Serialize)
             .and_then(
                 |text| match crate::config::Config::from_yaml(&text, "apilb.yaml") {
                     Ok(_) => Ok(text),
