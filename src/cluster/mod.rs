@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use self::net::{Endpoint, San, SanError, https_url, is_node_name};
 use self::raw::{RawCluster, RawNode};
 pub use crate::input::{Cidr, Problem, Problems};
-use crate::input::{Collector, Locations};
+use crate::input::{Collector, Locations, Scalar};
 use crate::pki::KeyAlgorithm;
 
 /// Default `clusterName` (kubeadm's).
@@ -287,32 +287,22 @@ fn check_vrrp(p: &mut Collector, v: &raw::RawVrrp) -> Option<Vrrp> {
         }
         Some(i) => i.to_owned(),
     };
-    let vrid = match v.vrid {
-        None => DEFAULT_VRID,
-        Some(n @ 1..=255) => n as u8,
-        Some(n) => {
-            p.push(
-                "loadBalancer.vrrp.vrid",
-                format!("{n} is out of range (1 to 255)"),
-            );
-            DEFAULT_VRID
-        }
-    };
-    let prefix_length = match v.prefix_length {
-        None => DEFAULT_VIP_PREFIX,
-        Some(n @ 1..=32) => n as u8,
-        Some(n) => {
-            p.push(
-                "loadBalancer.vrrp.prefixLength",
-                format!("{n} is out of range (1 to 32)"),
-            );
-            DEFAULT_VIP_PREFIX
-        }
-    };
+    let vrid =
+        number(p, "loadBalancer.vrrp.vrid", v.vrid.as_deref(), 1, 255).unwrap_or(DEFAULT_VRID);
+    let prefix_length = number(
+        p,
+        "loadBalancer.vrrp.prefixLength",
+        v.prefix_length.as_deref(),
+        1,
+        32,
+    )
+    .unwrap_or(DEFAULT_VIP_PREFIX);
     let advert_interval = v
         .advert_interval
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ADVERT_INTERVAL.to_owned());
+        .as_deref()
+        .unwrap_or(DEFAULT_ADVERT_INTERVAL)
+        .trim()
+        .to_owned();
     if let Err(e) = crate::input::parse_duration(&advert_interval) {
         p.push(
             "loadBalancer.vrrp.advertInterval",
@@ -327,6 +317,22 @@ fn check_vrrp(p: &mut Collector, v: &raw::RawVrrp) -> Option<Vrrp> {
     })
 }
 
+/// A whole number from `min` to `max`, if written.
+fn number(p: &mut Collector, key: &str, text: Option<&str>, min: u8, max: u8) -> Option<u8> {
+    let text = text?.trim();
+    match text.parse::<u64>() {
+        Ok(n) if (u64::from(min)..=u64::from(max)).contains(&n) => u8::try_from(n).ok(),
+        Ok(n) => {
+            p.push(key, format!("{n} is out of range ({min} to {max})"));
+            None
+        }
+        Err(_) => {
+            p.push(key, format!("{text:?} is not a whole number"));
+            None
+        }
+    }
+}
+
 fn parse_ip(p: &mut Collector, key: &str, s: &str) -> Option<IpAddr> {
     match s.trim().parse::<IpAddr>() {
         Ok(ip) => Some(ip),
@@ -337,7 +343,7 @@ fn parse_ip(p: &mut Collector, key: &str, s: &str) -> Option<IpAddr> {
     }
 }
 
-fn parse_sans(p: &mut Collector, key: &str, list: &[String]) -> Vec<San> {
+fn parse_sans(p: &mut Collector, key: &str, list: &[Scalar]) -> Vec<San> {
     let mut out = Vec::new();
     for (i, s) in list.iter().enumerate() {
         match San::parse(s) {
@@ -429,7 +435,9 @@ fn check(raw: RawCluster, p: &mut Collector) -> Option<Cluster> {
     {
         let name = raw
             .cluster_name
-            .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.to_owned());
+            .as_deref()
+            .unwrap_or(DEFAULT_CLUSTER_NAME)
+            .to_owned();
         if !is_node_name(&name) {
             p.push(
                 "clusterName",
@@ -438,8 +446,9 @@ fn check(raw: RawCluster, p: &mut Collector) -> Option<Cluster> {
         }
 
         let kubernetes_version = p
-            .required(raw.kubernetes_version, "kubernetesVersion")
-            .unwrap_or_default();
+            .required(raw.kubernetes_version.as_deref(), "kubernetesVersion")
+            .unwrap_or_default()
+            .to_owned();
         if !kubernetes_version.is_empty() && !is_version(&kubernetes_version) {
             p.push(
                 "kubernetesVersion",
@@ -557,7 +566,9 @@ fn check(raw: RawCluster, p: &mut Collector) -> Option<Cluster> {
         let written = raw
             .networking
             .dns_domain
-            .unwrap_or_else(|| DEFAULT_DNS_DOMAIN.to_owned());
+            .as_deref()
+            .unwrap_or(DEFAULT_DNS_DOMAIN)
+            .to_owned();
         let dns_domain = match net::dns_name_no_root(&written) {
             Ok(d) => d,
             Err(e) => {

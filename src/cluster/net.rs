@@ -107,10 +107,14 @@ pub(crate) fn dns_name_no_root(name: &str) -> Result<String, NameError> {
     dns_name(name)
 }
 
-/// A Kubernetes object name (node name, cluster name): a DNS name already in lower case, as
-/// the API server requires.
+/// A Kubernetes object name (node name, cluster name): an RFC 1123 subdomain already in
+/// lower case, as the API server requires. Unlike a host name, it may be all digits.
 pub fn is_node_name(name: &str) -> bool {
-    dns_name_no_root(name).is_ok_and(|lower| lower == name)
+    let syntax_ok = match dns_name_no_root(name) {
+        Ok(_) | Err(NameError::Numeric(_)) => true,
+        Err(_) => false,
+    };
+    syntax_ok && name == name.to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -162,6 +166,7 @@ mod tests {
         );
         assert!(San::parse("example.com.").is_err());
         assert!(is_node_name("master-1"));
+        assert!(is_node_name("7"));
         assert!(!is_node_name("Master-1"));
         assert!(!is_node_name("master_1"));
     }

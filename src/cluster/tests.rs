@@ -323,6 +323,12 @@ fn problems_have_the_lb_config_format() {
              c.yaml:3:23: controlPlaneEndpoint: \"api_1:6443\" is not a valid host[:port]: \"api_1\" is not a valid host name (label \"api_1\")\n\
              c.yaml:4:73: loadBalancer.vrrp.advertInterval: \"1 second\" is not a duration: write it without spaces, with the units ms, s, m, h, d (e.g. 1h or 1h30m)",
         ),
+        // Numbers where text belongs, and text where numbers belong, are checked values too.
+        (
+            "kubernetesVersion: 1.31\ncontrolPlaneEndpoint: 10.0.0.100\nloadBalancer: {vip: 10.0.0.100, vrrp: {interface: eth0, vrid: abc}}\nmasters: [{name: 7, address: 10.0.0.11}]\n",
+            "c.yaml:1:20: kubernetesVersion: \"1.31\" is not a version like v1.31.2\n\
+             c.yaml:3:63: loadBalancer.vrrp.vrid: \"abc\" is not a whole number",
+        ),
         (
             "masters: [\n",
             "c.yaml:2:1: did not find expected node content, while parsing a flow node",

@@ -37,6 +37,14 @@ impl Scalar {
     }
 }
 
+impl std::ops::Deref for Scalar {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl From<&str> for Scalar {
     fn from(s: &str) -> Self {
         Scalar(s.to_owned(), Kind::Text)
