@@ -609,8 +609,8 @@ impl Checker {
                 "dnsTtl.max",
                 format!(
                     "{} is shorter than dnsTtl.min ({})",
-                    humantime::format_duration(max_ttl),
-                    humantime::format_duration(min_ttl)
+                    crate::input::format_duration(max_ttl),
+                    crate::input::format_duration(min_ttl)
                 ),
             );
         }
@@ -729,7 +729,7 @@ impl Checker {
                         key,
                         format!(
                             "{text} is too short (at least {})",
-                            humantime::format_duration(min)
+                            crate::input::format_duration(min)
                         ),
                     );
                     None

@@ -249,6 +249,11 @@ fn bad_configs_get_exact_errors() {
             "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - {name: a, address: \"Master-1.Example:6443\"}\n  - {name: b, address: \"master-1.example:6443\"}\n",
             "lb.yaml:4:24: backends[1].address: \"master-1.example:6443\" is the address of another backend",
         ),
+        // 26. Durations in messages are written as they are read.
+        (
+            "listen: [\"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\nhealth: {interval: 1s, fastInterval: 1500ms}\n",
+            "lb.yaml:3:38: health.fastInterval: 1s500ms is longer than interval (1s)",
+        ),
         // 20. YAML syntax error.
         (
             "listen: [\"127.0.0.1:6443\"\nbackends: []\n",

@@ -75,9 +75,52 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_millis(total))
 }
 
+/// `d` written in the syntax above, so that what a message shows can be written back:
+/// `1s500ms`, `1h30m`, `0s` (below a millisecond counts as 0).
+pub fn format_duration(d: Duration) -> String {
+    let mut ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    for (name, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if ms >= size {
+            out.push_str(&format!("{}{name}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatted_durations_parse_back() {
+        for ms in [
+            0u64,
+            1,
+            250,
+            1_000,
+            1_500,
+            90_500,
+            5_400_000,
+            86_400_000 + 61_001,
+        ] {
+            let d = Duration::from_millis(ms);
+            let text = format_duration(d);
+            assert_eq!(parse_duration(&text), Ok(d), "{text}");
+        }
+        assert_eq!(format_duration(Duration::from_millis(1_500)), "1s500ms");
+        assert_eq!(format_duration(Duration::from_secs(5_400)), "1h30m");
+    }
 
     #[test]
     fn the_documented_syntax() {

@@ -13,7 +13,7 @@ mod problem;
 mod scalar;
 mod serde_pass;
 
-pub use duration::{DurationError, parse_duration};
+pub use duration::{DurationError, format_duration, parse_duration};
 pub(crate) use locate::Locations;
 pub use locate::Position;
 pub use net::{
