@@ -36,16 +36,34 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the load balancer in the foreground.
+    ///
+    /// The config file is checked first, as `check-config` checks it (health-check TLS files
+    /// included); a bad one exits 64 before the load balancer serves. Logs go to stderr.
+    ///
+    /// Signals: SIGHUP re-reads the config file and applies it without dropping connections;
+    /// an invalid file is reported and the running config stays. SIGTERM or SIGINT stop
+    /// accepting at once and give established connections up to `timeouts.drain` to finish,
+    /// then exit; a second SIGTERM or SIGINT cuts them at once.
+    ///
+    /// Exit codes: 0 after a clean shutdown; 64 for a bad config (nothing is bound); 1 for a
+    /// failure while starting or running (e.g. a listen address in use); 2 for a bad command
+    /// line.
     Serve {
-        /// The LB config file (YAML).
-        #[arg(long, short = 'c', value_name = "FILE")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
-    /// Parse and validate an LB config file; print every problem; exit 64 on any.
+    /// Parse and validate an LB config file, as `serve` would before binding; print every
+    /// problem.
+    ///
+    /// Each problem is one line, `FILE:LINE:COLUMN: key.path: problem`, on stderr, in file
+    /// order; the TLS files that health checks use are read and loaded too. A valid file
+    /// prints a one-line summary on stdout.
+    ///
+    /// Exit codes: 0 when the file is valid; 64 when there is any problem or the file cannot
+    /// be read; 2 for a bad command line.
     CheckConfig {
-        /// The LB config file (YAML).
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
     },
     /// Run the whole system on loopback: a demo PKI, three stand-in apiservers and the load
     /// balancer in front (no root, no config). Type commands to stop, drain, hang and
@@ -160,6 +178,29 @@ pub enum Command {
     CertificateKey,
 }
 
+/// The LB config file of `serve` and `check-config`: `--config FILE` or just `FILE`.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ConfigFile {
+    /// The LB config file (YAML).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The LB config file (YAML), instead of `--config FILE`.
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// The file, however it was given.
+    pub fn path(&self) -> PathBuf {
+        // The group makes exactly one of the two present.
+        self.config
+            .clone()
+            .or_else(|| self.file.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// `apilb bootstrap --kubeadm-api`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KubeadmApi {
@@ -221,7 +262,7 @@ pub enum BackendAction {
         #[arg(long)]
         wait: bool,
         /// How long --wait waits at most.
-        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_arg)]
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::input::parse_duration)]
         deadline: std::time::Duration,
     },
     /// Out of service: no new connections, checks not counted.
@@ -234,8 +275,4 @@ pub enum BackendAction {
         /// Backend name.
         name: String,
     },
-}
-
-fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    crate::config::parse_duration(s)
 }

@@ -51,8 +51,8 @@ impl Failure {
 /// Run one command to its end.
 pub async fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve { config } => serve(&config).await,
-        Command::CheckConfig { file } => blocking(move || check_config(&file)).await,
+        Command::Serve { config } => serve(&config.path()).await,
+        Command::CheckConfig { file } => blocking(move || check_config(&file.path())).await,
         Command::Demo {
             dir,
             listen,
@@ -199,8 +199,10 @@ fn pki_failure(e: &pki::Error) -> Failure {
     )
 }
 
+/// A cluster description that cannot be used fails like check-config: one
+/// `file:line:col: key: problem` per line.
 fn load_cluster(path: &Path) -> Result<Cluster, Failure> {
-    Cluster::load(path).map_err(|e| Failure::error(&e, EXIT_CONFIG))
+    Cluster::load(path).map_err(Failure::config)
 }
 
 /// `apilb serve`: check the config, start every part, run until a stop signal.
@@ -213,7 +215,18 @@ async fn serve(path: &Path) -> Result<(), Failure> {
         Signals::new().map_err(|e| Failure::error(&control::Error::Signals(e), EXIT_FAILURE))?;
     match control::run(config, path, signals).await {
         Ok(_) => Ok(()),
-        Err(e @ (control::Error::Vip(_) | control::Error::HealthTls(_))) => Err(Failure {
+        Err(e @ control::Error::HealthTls(_)) => {
+            // Report them as check-config does, each at the key that names the file (the
+            // file was just read; if it changed meanwhile, report what serve saw).
+            let p = path.to_owned();
+            let report = blocking_value(move || crate::config::check(&p)).await;
+            Err(if report.is_ok() {
+                Failure::config(format!("{}: {e}", path.display()))
+            } else {
+                Failure::config(report)
+            })
+        }
+        Err(e @ control::Error::Vip(_)) => Err(Failure {
             code: if e.is_config() {
                 EXIT_CONFIG
             } else {
@@ -234,21 +247,12 @@ async fn blocking_value<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'stati
 
 /// `apilb check-config`: every problem on stderr and exit 64, or a summary and exit 0.
 fn check_config(path: &Path) -> Result<(), Failure> {
-    let c = Config::load(path).map_err(Failure::config)?;
-    if let Err(errors) = crate::health::task::load_tls(&c) {
-        let lines: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}: {e}", path.display()))
-            .collect();
-        return Err(Failure::config(lines.join("\n")));
+    let report = crate::config::check(path);
+    if report.is_ok() {
+        print(&format!("{report}\n"))
+    } else {
+        Err(Failure::config(report))
     }
-    print(&format!(
-        "{}: ok ({} listener(s), {} backend(s), balance {:?})\n",
-        path.display(),
-        c.listen.len(),
-        c.backends.len(),
-        c.balance
-    ))
 }
 
 /// `apilb demo`: until Ctrl-C (SIGINT), SIGTERM or `quit`.

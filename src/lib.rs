@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`cli`]: the command line (clap derive); [`commands`] runs each subcommand and says
 //!   what `main.rs` prints and exits with.
+//! - [`input`]: what both YAML files share: positioned problems, unknown keys, and the
+//!   host:port, DNS-name, CIDR and duration rules.
 //! - [`config`]: the LB config file, parsed and checked into [`config::Config`];
 //!   [`config::diff`] says what a reload changes.
 //! - [`control`]: the control plane: owns the process, builds and stops every part, applies
@@ -40,6 +42,7 @@ pub mod demo;
 pub mod errors;
 pub mod health;
 mod http;
+pub mod input;
 pub mod logging;
 pub mod metrics;
 pub mod pki;

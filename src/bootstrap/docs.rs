@@ -134,8 +134,12 @@ fn vip_env(c: &Cluster) -> String {
          APILB_VIP_INTERFACE={}\n\
          APILB_VIP_ADDRESSES=\"{}\"\n\
          EOF\n",
-        vip.interface,
-        vip.addresses.join(" ")
+        vip.interface.as_ref().map_or("", |i| i.as_str()),
+        vip.addresses
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 

@@ -318,8 +318,8 @@ pub fn manifest(c: &Cluster, member: &Node) -> Pod {
 }
 
 /// Parse a manifest strictly (unknown fields denied).
-pub fn parse(text: &str) -> Result<Pod, String> {
-    serde_yaml::from_str(text).map_err(|e| e.to_string())
+pub fn parse(text: &str) -> Result<Pod, serde_yaml::Error> {
+    serde_yaml::from_str(text)
 }
 
 #[cfg(test)]

@@ -443,31 +443,71 @@ impl Document {
     }
 }
 
+/// Why a kubeadm configuration file does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Not YAML.
+    #[error("document {index}: {error}")]
+    Yaml {
+        /// Which document, from 0.
+        index: usize,
+        /// serde_yaml's message.
+        error: serde_yaml::Error,
+    },
+    /// A known kind that does not match its schema (unknown or missing field).
+    #[error("document {index} ({api} {kind}): {error}")]
+    Schema {
+        /// Which document, from 0.
+        index: usize,
+        /// Its `apiVersion`.
+        api: String,
+        /// Its `kind`.
+        kind: String,
+        /// serde_yaml's message.
+        error: serde_yaml::Error,
+    },
+    /// A kind or version this module does not write.
+    #[error("document {index}: unsupported apiVersion {api:?} / kind {kind:?}")]
+    Unsupported {
+        /// Which document, from 0.
+        index: usize,
+        /// Its `apiVersion`.
+        api: String,
+        /// Its `kind`.
+        kind: String,
+    },
+}
+
 /// Documents as one multi-document YAML text, `---` between documents.
-pub fn to_yaml(docs: &[Document]) -> Result<String, String> {
+pub fn to_yaml(docs: &[Document]) -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     for (i, d) in docs.iter().enumerate() {
         if i > 0 {
             out.push_str("---\n");
         }
-        let v = d.to_value().map_err(|e| e.to_string())?;
-        out.push_str(&serde_yaml::to_string(&v).map_err(|e| e.to_string())?);
+        out.push_str(&serde_yaml::to_string(&d.to_value()?)?);
     }
     Ok(out)
 }
 
 /// Parse a kubeadm configuration file strictly: every document must be one of the kinds and
 /// versions above, with no unknown field anywhere.
-pub fn parse(text: &str) -> Result<Vec<Document>, String> {
+pub fn parse(text: &str) -> Result<Vec<Document>, ParseError> {
     let mut docs = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v = serde_yaml::Value::deserialize(de).map_err(|e| format!("document {i}: {e}"))?;
+        let v = serde_yaml::Value::deserialize(de)
+            .map_err(|error| ParseError::Yaml { index: i, error })?;
         if v.is_null() {
             continue;
         }
         let field = |k: &str| v.get(k).and_then(serde_yaml::Value::as_str).unwrap_or("");
         let (api, kind) = (field("apiVersion").to_owned(), field("kind").to_owned());
-        let strict = |e: serde_yaml::Error| format!("document {i} ({api} {kind}): {e}");
+        let strict = |error| ParseError::Schema {
+            index: i,
+            api: api.clone(),
+            kind: kind.clone(),
+            error,
+        };
         let v4 = ApiVersion::V1beta4.as_str();
         let v3 = ApiVersion::V1beta3.as_str();
         let doc = match (api.as_str(), kind.as_str()) {
@@ -490,9 +530,11 @@ pub fn parse(text: &str) -> Result<Vec<Document>, String> {
                 Document::JoinV1beta3(serde_yaml::from_value(v).map_err(strict)?)
             }
             _ => {
-                return Err(format!(
-                    "document {i}: unsupported apiVersion {api:?} / kind {kind:?}"
-                ));
+                return Err(ParseError::Unsupported {
+                    index: i,
+                    api,
+                    kind,
+                });
             }
         };
         docs.push(doc);
@@ -807,6 +849,9 @@ mod tests {
     fn parse_skips_empty_documents_and_refuses_unknown_kinds() {
         assert!(parse("").unwrap().is_empty());
         let e = parse("apiVersion: v1\nkind: Pod\n").unwrap_err();
-        assert!(e.contains("unsupported"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "document 0: unsupported apiVersion \"v1\" / kind \"Pod\""
+        );
     }
 }

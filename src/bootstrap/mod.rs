@@ -167,19 +167,17 @@ pub fn bootstrap(cluster: &Cluster, out: &Path, opts: &Options) -> Result<Report
 
     // The CA hash, from the CA as it will be on disk.
     let ca_rel = Path::new(&first.name).join("pki/ca.crt");
-    let ca_hash = match plan.text(&ca_rel) {
-        Ok(Some(text)) => pki::report::ca_cert_hash_pem(&text).map_err(|e| (ca_rel.clone(), e)),
-        Ok(None) => Err((ca_rel.clone(), "is missing".to_owned())),
-        Err(e) => Err((ca_rel.clone(), e)),
+    let plan_problem = |e: &dyn fmt::Display| Error::Plan {
+        out: out.to_owned(),
+        problems: vec![format!("{}: {e}", ca_rel.display())],
     };
-    let ca_hash = match ca_hash {
-        Ok(h) => h,
-        Err((rel, e)) => {
-            return Err(Error::Plan {
-                out: out.to_owned(),
-                problems: vec![format!("{}: {e}", rel.display())],
-            });
-        }
+    let ca_hash = match plan.text(&ca_rel) {
+        Ok(Some(text)) => match pki::report::ca_cert_hash_pem(&text) {
+            Ok(h) => h,
+            Err(e) => return Err(plan_problem(&e)),
+        },
+        Ok(None) => return Err(plan_problem(&"is missing")),
+        Err(e) => return Err(plan_problem(&e)),
     };
 
     let (token, certificate_key) = secrets(out, first, opts)?;
@@ -345,6 +343,17 @@ fn yaml(text: String) -> String {
     format!("{HEADER}{text}")
 }
 
+/// Why a generated file could not be made.
+#[derive(Debug, thiserror::Error)]
+enum GenerateError {
+    /// serde_yaml refused a value (in the message, not a `source`, so it is printed once).
+    #[error("cannot serialize: {0}")]
+    Serialize(serde_yaml::Error),
+    /// The LB config bootstrap wrote is one apilb itself would refuse (a bug).
+    #[error("not a valid LB config: {0}")]
+    LbConfig(crate::config::Error),
+}
+
 /// Every generated file, with problems (serialization) pushed to `problems`.
 fn generate(
     c: &Cluster,
@@ -353,9 +362,9 @@ fn generate(
     problems: &mut Vec<String>,
 ) -> Vec<File> {
     let mut files = Vec::new();
-    let mut add = |rel: PathBuf, text: Result<String, String>, mode: u32| match text {
+    let mut add = |rel: PathBuf, text: Result<String, GenerateError>, mode: u32| match text {
         Ok(text) => files.push(File { rel, text, mode }),
-        Err(e) => problems.push(format!("{}: cannot serialize: {e}", rel.display())),
+        Err(e) => problems.push(format!("{}: {e}", rel.display())),
     };
     for (i, m) in c.masters.iter().enumerate() {
         let dir = PathBuf::from(&m.name);
@@ -372,14 +381,18 @@ fn generate(
         };
         add(
             dir.join(KUBEADM_FILE),
-            kubeadm::to_yaml(&docs).map(yaml),
+            kubeadm::to_yaml(&docs)
+                .map(yaml)
+                .map_err(GenerateError::Serialize),
             SECRET_MODE,
         );
         add(dir.join("README.md"), Ok(readme), PUBLIC_MODE);
     }
     add(
         PathBuf::from(WORKER_JOIN_FILE),
-        kubeadm::to_yaml(&[kubeadm::join_document(api, c, None, s)]).map(yaml),
+        kubeadm::to_yaml(&[kubeadm::join_document(api, c, None, s)])
+            .map(yaml)
+            .map_err(GenerateError::Serialize),
         SECRET_MODE,
     );
     for e in c.etcd_members() {
@@ -388,7 +401,7 @@ fn generate(
             dir.join("manifests/etcd.yaml"),
             serde_yaml::to_string(&etcd::manifest(c, e))
                 .map(yaml)
-                .map_err(|e| e.to_string()),
+                .map_err(GenerateError::Serialize),
             SECRET_MODE,
         );
         add(
@@ -400,12 +413,15 @@ fn generate(
     for (i, h) in c.load_balancer.hosts.iter().enumerate() {
         let dir = PathBuf::from(&h.name);
         // A generated LB config that apilb itself would refuse is a bug, reported as such.
-        let lb_config = lb::to_yaml(&lb::config(c, i)).map(yaml).and_then(|text| {
-            match crate::config::Config::from_yaml(&text, "apilb.yaml") {
-                Ok(_) => Ok(text),
-                Err(e) => Err(format!("not a valid LB config: {e}")),
-            }
-        });
+        let lb_config = lb::to_yaml(&lb::config(c, i))
+            .map(yaml)
+            .map_err(GenerateError::Serialize)
+            .and_then(
+                |text| match crate::config::Config::from_yaml(&text, "apilb.yaml") {
+                    Ok(_) => Ok(text),
+                    Err(e) => Err(GenerateError::LbConfig(e)),
+                },
+            );
         add(dir.join("apilb.yaml"), lb_config, PUBLIC_MODE);
         add(
             dir.join("apilb.service"),
@@ -537,15 +553,21 @@ fn join_hash_problems(c: &Cluster, plan: &pki::Plan, files: &[File]) -> Vec<Stri
             continue;
         };
         let ca_rel = Path::new(ca_owner).join("pki/ca.crt");
+        let ca_problem = |e: &dyn fmt::Display| format!("{}: {e}", ca_rel.display());
         let ca_hash = match plan.text(&ca_rel) {
-            Ok(Some(t)) => pki::report::ca_cert_hash_pem(&t),
-            Ok(None) => Err("is missing".to_owned()),
-            Err(e) => Err(e),
-        };
-        let ca_hash = match ca_hash {
-            Ok(h) => h,
+            Ok(Some(t)) => match pki::report::ca_cert_hash_pem(&t) {
+                Ok(h) => h,
+                Err(e) => {
+                    problems.push(ca_problem(&e));
+                    continue;
+                }
+            },
+            Ok(None) => {
+                problems.push(ca_problem(&"is missing"));
+                continue;
+            }
             Err(e) => {
-                problems.push(format!("{}: {e}", ca_rel.display()));
+                problems.push(ca_problem(&e));
                 continue;
             }
         };

@@ -2,25 +2,25 @@
 //! the load balancer, networking, etcd topology and PKI settings of an HA control plane.
 //!
 //! [`raw`] holds the serde types as written (camelCase, unknown keys rejected); [`Cluster`] is
-//! the checked form, built with `TryFrom` after every value has been checked and every
-//! problem collected (`masters[2].address: "10.0.0.300" is not a valid IP address`). Parsing
-//! never touches the file system: [`Cluster::from_yaml`] takes text, [`Cluster::load`] reads a
-//! file and attaches its name to errors. `pki` (`apilb issue`) and `bootstrap` consume it.
+//! the checked form, built after every value has been checked and every problem collected,
+//! each reported as the LB config's are ([`crate::input`]):
+//! `cluster.yaml:33:30: masters[2].address: "10.0.0.300" is not a valid IP address`. Parsing
+//! never touches the file system: [`Cluster::parse`] takes text and the name to report it
+//! under, [`Cluster::load`] reads a file. `pki` (`apilb issue`) and `bootstrap` consume it.
 
 mod net;
 mod raw;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use self::net::{
-    Cidr, Endpoint, San, https_url, is_dns_label, is_dns_subdomain, is_wildcard_dns,
-};
+pub use self::net::{Endpoint, San, SanError, https_url, is_node_name};
 use self::raw::{RawCluster, RawNode};
+pub use crate::input::{Cidr, Problem, Problems};
+use crate::input::{Collector, Locations, Scalar};
 use crate::pki::KeyAlgorithm;
 
 /// Default `clusterName` (kubeadm's).
@@ -46,75 +46,26 @@ pub const RESERVED_NAMES: &[&str] = &["rbac", "workers"];
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("cannot read cluster description {}", path.display())]
+    #[error("{}: cannot read: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (in the message, not a `source`, so it is printed once).
+        error: std::io::Error,
     },
-    /// The YAML does not match the schema (syntax, type or unknown key).
-    #[error("{}{message}", origin(file.as_deref()))]
-    Syntax {
-        /// The file, when read from one.
-        file: Option<PathBuf>,
-        /// serde_yaml's message, with the key path and line.
-        message: String,
-    },
-    /// The YAML parsed but values are wrong; every problem is listed.
-    #[error("{}invalid cluster description ({} problem{}):{}",
-        origin(file.as_deref()), problems.len(), if problems.len() == 1 { "" } else { "s" },
-        problems.iter().map(|p| format!("\n  {p}")).collect::<String>())]
-    Invalid {
-        /// The file, when read from one.
-        file: Option<PathBuf>,
-        /// Every problem found.
-        problems: Vec<Problem>,
-    },
-}
-
-fn origin(file: Option<&Path>) -> String {
-    file.map(|f| format!("{}: ", f.display()))
-        .unwrap_or_default()
+    /// The text is not a valid cluster description (syntax, unknown keys, bad values);
+    /// every problem found is listed, one per line.
+    #[error("{0}")]
+    Invalid(Problems),
 }
 
 impl Error {
-    fn with_file(self, path: &Path) -> Error {
-        match self {
-            Error::Syntax { message, .. } => Error::Syntax {
-                file: Some(path.to_owned()),
-                message,
-            },
-            Error::Invalid { problems, .. } => Error::Invalid {
-                file: Some(path.to_owned()),
-                problems,
-            },
-            other => other,
-        }
-    }
-
-    /// The individual problems (empty for read and syntax errors).
+    /// The individual problems (empty for a read error).
     pub fn problems(&self) -> &[Problem] {
         match self {
-            Error::Invalid { problems, .. } => problems,
-            _ => &[],
+            Error::Invalid(p) => &p.list,
+            Error::Read { .. } => &[],
         }
-    }
-}
-
-/// One problem in a cluster description: the key path and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Key path, e.g. `masters[2].address`.
-    pub key: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
     }
 }
 
@@ -242,22 +193,35 @@ impl FromStr for Cluster {
 }
 
 impl Cluster {
-    /// Parse and check a cluster description from YAML text.
+    /// Parse and check a cluster description from YAML text (problems name it `<string>`).
     pub fn from_yaml(text: &str) -> Result<Cluster, Error> {
-        let raw: RawCluster = serde_yaml::from_str(text).map_err(|e| Error::Syntax {
-            file: None,
-            message: e.to_string(),
-        })?;
-        Cluster::try_from(raw)
+        Cluster::parse(text, "<string>")
     }
 
-    /// Read, parse and check a cluster description file; errors name the file.
+    /// Parse and check a cluster description; `origin` names it in problems.
+    pub fn parse(text: &str, origin: &str) -> Result<Cluster, Error> {
+        let locations = Locations::index(text);
+        let (raw, problems) = if text.trim().is_empty() {
+            (None, vec![empty_file()])
+        } else {
+            crate::input::deserialize::<RawCluster>(text, &locations)
+        };
+        let mut c = Collector::new(locations, problems);
+        let cluster = raw.and_then(|raw| check(raw, &mut c));
+        let (problems, _) = c.finish(origin);
+        match cluster {
+            Some(cluster) if problems.list.is_empty() => Ok(cluster),
+            _ => Err(Error::Invalid(problems)),
+        }
+    }
+
+    /// Read, parse and check a cluster description file; problems name the file.
     pub fn load(path: &Path) -> Result<Cluster, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
-        Cluster::from_yaml(&text).map_err(|e| e.with_file(path))
+        Cluster::parse(&text, &path.display().to_string())
     }
 
     /// Every machine with a directory in the output tree: masters, LB hosts, etcd members.
@@ -282,24 +246,13 @@ impl Cluster {
     }
 }
 
-/// Collects problems while checking.
-#[derive(Default)]
-struct Problems(Vec<Problem>);
-
-impl Problems {
-    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-
-    /// Record a missing required key and return `None`.
-    fn required<T>(&mut self, v: Option<T>, key: &str) -> Option<T> {
-        if v.is_none() {
-            self.push(key, "is required");
-        }
-        v
+fn empty_file() -> Problem {
+    Problem {
+        position: crate::input::Position { line: 1, column: 1 },
+        key: String::new(),
+        message: "the file is empty; a cluster description needs at least kubernetesVersion, \
+                  controlPlaneEndpoint, loadBalancer and masters"
+            .into(),
     }
 }
 
@@ -310,8 +263,8 @@ pub const DEFAULT_VIP_PREFIX: u8 = 24;
 /// Default `loadBalancer.vrrp.advertInterval`.
 pub const DEFAULT_ADVERT_INTERVAL: &str = "100ms";
 
-fn check_vrrp(p: &mut Problems, v: &raw::RawVrrp) -> Option<Vrrp> {
-    let before = p.0.len();
+fn check_vrrp(p: &mut Collector, v: &raw::RawVrrp) -> Option<Vrrp> {
+    let before = p.count();
     let interface = match v.interface.as_deref().map(str::trim) {
         None | Some("") => {
             p.push(
@@ -334,39 +287,29 @@ fn check_vrrp(p: &mut Problems, v: &raw::RawVrrp) -> Option<Vrrp> {
         }
         Some(i) => i.to_owned(),
     };
-    let vrid = match v.vrid {
-        None => DEFAULT_VRID,
-        Some(n @ 1..=255) => n as u8,
-        Some(n) => {
-            p.push(
-                "loadBalancer.vrrp.vrid",
-                format!("{n} is out of range (1 to 255)"),
-            );
-            DEFAULT_VRID
-        }
-    };
-    let prefix_length = match v.prefix_length {
-        None => DEFAULT_VIP_PREFIX,
-        Some(n @ 1..=32) => n as u8,
-        Some(n) => {
-            p.push(
-                "loadBalancer.vrrp.prefixLength",
-                format!("{n} is out of range (1 to 32)"),
-            );
-            DEFAULT_VIP_PREFIX
-        }
-    };
+    let vrid =
+        number(p, "loadBalancer.vrrp.vrid", v.vrid.as_deref(), 1, 255).unwrap_or(DEFAULT_VRID);
+    let prefix_length = number(
+        p,
+        "loadBalancer.vrrp.prefixLength",
+        v.prefix_length.as_deref(),
+        1,
+        32,
+    )
+    .unwrap_or(DEFAULT_VIP_PREFIX);
     let advert_interval = v
         .advert_interval
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ADVERT_INTERVAL.to_owned());
-    if let Err(e) = crate::config::parse_duration(&advert_interval) {
+        .as_deref()
+        .unwrap_or(DEFAULT_ADVERT_INTERVAL)
+        .trim()
+        .to_owned();
+    if let Err(e) = crate::input::parse_duration(&advert_interval) {
         p.push(
             "loadBalancer.vrrp.advertInterval",
             format!("\"{advert_interval}\" is not a duration: {e}"),
         );
     }
-    (p.0.len() == before).then_some(Vrrp {
+    (p.count() == before).then_some(Vrrp {
         interface,
         vrid,
         prefix_length,
@@ -374,8 +317,24 @@ fn check_vrrp(p: &mut Problems, v: &raw::RawVrrp) -> Option<Vrrp> {
     })
 }
 
-fn parse_ip(p: &mut Problems, key: &str, s: &str) -> Option<IpAddr> {
-    match s.parse::<IpAddr>() {
+/// A whole number from `min` to `max`, if written.
+fn number(p: &mut Collector, key: &str, text: Option<&str>, min: u8, max: u8) -> Option<u8> {
+    let text = text?.trim();
+    match text.parse::<u64>() {
+        Ok(n) if (u64::from(min)..=u64::from(max)).contains(&n) => u8::try_from(n).ok(),
+        Ok(n) => {
+            p.push(key, format!("{n} is out of range ({min} to {max})"));
+            None
+        }
+        Err(_) => {
+            p.push(key, format!("{text:?} is not a whole number"));
+            None
+        }
+    }
+}
+
+fn parse_ip(p: &mut Collector, key: &str, s: &str) -> Option<IpAddr> {
+    match s.trim().parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) => {
             p.push(key, format!("{s:?} is not a valid IP address"));
@@ -384,23 +343,23 @@ fn parse_ip(p: &mut Problems, key: &str, s: &str) -> Option<IpAddr> {
     }
 }
 
-fn parse_sans(p: &mut Problems, key: &str, list: &[String]) -> Vec<San> {
+fn parse_sans(p: &mut Collector, key: &str, list: &[Scalar]) -> Vec<San> {
     let mut out = Vec::new();
     for (i, s) in list.iter().enumerate() {
         match San::parse(s) {
             Ok(san) => out.push(san),
-            Err(e) => p.push(format!("{key}[{i}]"), e),
+            Err(e) => p.push(&format!("{key}[{i}]"), e.to_string()),
         }
     }
     out
 }
 
-fn parse_subnets(p: &mut Problems, key: &str, s: &str) -> Vec<Cidr> {
+fn parse_subnets(p: &mut Collector, key: &str, s: &str) -> Vec<Cidr> {
     let mut out = Vec::new();
-    for part in s.split(',') {
-        match Cidr::parse(part.trim()) {
+    for part in s.split(',').map(str::trim) {
+        match Cidr::parse(part) {
             Ok(c) => out.push(c),
-            Err(e) => p.push(key, e),
+            Err(e) => p.push(key, format!("\"{part}\" is not a valid CIDR: {e}")),
         }
     }
     if out.len() == 2 && out[0].network().is_ipv4() == out[1].network().is_ipv4() {
@@ -411,9 +370,9 @@ fn parse_subnets(p: &mut Problems, key: &str, s: &str) -> Vec<Cidr> {
     out
 }
 
-fn parse_duration(p: &mut Problems, key: &str, s: Option<&str>, default: Duration) -> Duration {
+fn parse_validity(p: &mut Collector, key: &str, s: Option<&str>, default: Duration) -> Duration {
     let Some(s) = s else { return default };
-    match humantime::parse_duration(s) {
+    match crate::input::parse_duration(s) {
         Ok(d) if d < Duration::from_secs(3600) => {
             p.push(key, format!("{s:?} is too short (at least 1h)"));
             default
@@ -427,24 +386,24 @@ fn parse_duration(p: &mut Problems, key: &str, s: Option<&str>, default: Duratio
         }
         Ok(d) => d,
         Err(e) => {
-            p.push(key, format!("{s:?} is not a duration like 8760h ({e})"));
+            p.push(key, format!("{s:?} is not a duration: {e}"));
             default
         }
     }
 }
 
 /// Check one machine entry; `allow_sans` is false outside `masters`.
-fn check_node(p: &mut Problems, key: &str, raw: &RawNode, allow_sans: bool) -> Option<Master> {
+fn check_node(p: &mut Collector, key: &str, raw: &RawNode, allow_sans: bool) -> Option<Master> {
     let name = p.required(raw.name.as_deref(), &format!("{key}.name"));
     if let Some(n) = name {
-        if !is_dns_subdomain(n) {
+        if !is_node_name(n) {
             p.push(
-                format!("{key}.name"),
+                &format!("{key}.name"),
                 format!("{n:?} is not a valid node name (lower-case RFC 1123 subdomain)"),
             );
         } else if RESERVED_NAMES.contains(&n) {
             p.push(
-                format!("{key}.name"),
+                &format!("{key}.name"),
                 format!("{n:?} is reserved for the output tree"),
             );
         }
@@ -456,7 +415,7 @@ fn check_node(p: &mut Problems, key: &str, raw: &RawNode, allow_sans: bool) -> O
         (Some(list), true) => parse_sans(p, &format!("{key}.certSANs"), list),
         (Some(_), false) => {
             p.push(
-                format!("{key}.certSANs"),
+                &format!("{key}.certSANs"),
                 "is only allowed on masters (use pki.certSANs for every master)",
             );
             Vec::new()
@@ -470,16 +429,16 @@ fn check_node(p: &mut Problems, key: &str, raw: &RawNode, allow_sans: bool) -> O
     })
 }
 
-impl TryFrom<RawCluster> for Cluster {
-    type Error = Error;
-
-    fn try_from(raw: RawCluster) -> Result<Cluster, Error> {
-        let mut p = Problems::default();
-
+/// Check every value of `raw`, collecting problems into `p`; the cluster when there is
+/// none.
+fn check(raw: RawCluster, p: &mut Collector) -> Option<Cluster> {
+    {
         let name = raw
             .cluster_name
-            .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.to_owned());
-        if !is_dns_subdomain(&name) {
+            .as_deref()
+            .unwrap_or(DEFAULT_CLUSTER_NAME)
+            .to_owned();
+        if !is_node_name(&name) {
             p.push(
                 "clusterName",
                 format!("{name:?} is not a valid lower-case RFC 1123 name"),
@@ -487,8 +446,9 @@ impl TryFrom<RawCluster> for Cluster {
         }
 
         let kubernetes_version = p
-            .required(raw.kubernetes_version, "kubernetesVersion")
-            .unwrap_or_default();
+            .required(raw.kubernetes_version.as_deref(), "kubernetesVersion")
+            .unwrap_or_default()
+            .to_owned();
         if !kubernetes_version.is_empty() && !is_version(&kubernetes_version) {
             p.push(
                 "kubernetesVersion",
@@ -504,7 +464,10 @@ impl TryFrom<RawCluster> for Cluster {
             .and_then(|s| match Endpoint::parse(s, DEFAULT_API_SERVER_PORT) {
                 Ok(e) => Some(e),
                 Err(e) => {
-                    p.push("controlPlaneEndpoint", e);
+                    p.push(
+                        "controlPlaneEndpoint",
+                        format!("{s:?} is not a valid host[:port]: {e}"),
+                    );
                     None
                 }
             });
@@ -529,9 +492,9 @@ impl TryFrom<RawCluster> for Cluster {
                             } else {
                                 "loadBalancer.vip".to_owned()
                             };
-                            if let Some(ip) = parse_ip(&mut p, &key, s) {
+                            if let Some(ip) = parse_ip(p, &key, s) {
                                 if vips.iter().any(|v: &IpAddr| v.is_ipv4() == ip.is_ipv4()) {
-                                    p.push(key, "at most one VIP per address family");
+                                    p.push(&key, "at most one VIP per address family");
                                 } else {
                                     vips.push(ip);
                                 }
@@ -540,11 +503,11 @@ impl TryFrom<RawCluster> for Cluster {
                     }
                 }
                 if let Some(v) = &lb.vrrp {
-                    vrrp = check_vrrp(&mut p, v);
+                    vrrp = check_vrrp(p, v);
                 }
                 for (i, h) in lb.hosts.iter().enumerate() {
                     let key = format!("loadBalancer.hosts[{i}]");
-                    if let Some(n) = check_node(&mut p, &key, h, false) {
+                    if let Some(n) = check_node(p, &key, h, false) {
                         lb_hosts.push((
                             key,
                             Node {
@@ -564,14 +527,14 @@ impl TryFrom<RawCluster> for Cluster {
         let mut masters = Vec::new();
         for (i, m) in raw.masters.iter().enumerate() {
             let key = format!("masters[{i}]");
-            if let Some(master) = check_node(&mut p, &key, m, true) {
+            if let Some(master) = check_node(p, &key, m, true) {
                 masters.push((key, master));
             }
         }
 
         // networking
         let service_subnets = parse_subnets(
-            &mut p,
+            p,
             "networking.serviceSubnet",
             raw.networking
                 .service_subnet
@@ -587,7 +550,7 @@ impl TryFrom<RawCluster> for Cluster {
             }
         }
         let pod_subnets = match raw.networking.pod_subnet.as_deref() {
-            Some(s) => parse_subnets(&mut p, "networking.podSubnet", s),
+            Some(s) => parse_subnets(p, "networking.podSubnet", s),
             None => Vec::new(),
         };
         for pod in &pod_subnets {
@@ -600,16 +563,22 @@ impl TryFrom<RawCluster> for Cluster {
                 }
             }
         }
-        let dns_domain = raw
+        let written = raw
             .networking
             .dns_domain
-            .unwrap_or_else(|| DEFAULT_DNS_DOMAIN.to_owned());
-        if !is_dns_subdomain(&dns_domain) {
-            p.push(
-                "networking.dnsDomain",
-                format!("{dns_domain:?} is not a valid lower-case DNS domain"),
-            );
-        }
+            .as_deref()
+            .unwrap_or(DEFAULT_DNS_DOMAIN)
+            .to_owned();
+        let dns_domain = match net::dns_name_no_root(&written) {
+            Ok(d) => d,
+            Err(e) => {
+                p.push(
+                    "networking.dnsDomain",
+                    format!("{written:?} is not a valid DNS domain: {e}"),
+                );
+                written
+            }
+        };
 
         // etcd
         let mut etcd_members = Vec::new();
@@ -630,7 +599,7 @@ impl TryFrom<RawCluster> for Cluster {
                     Some(list) => {
                         for (i, m) in list.iter().enumerate() {
                             let key = format!("etcd.members[{i}]");
-                            if let Some(n) = check_node(&mut p, &key, m, false) {
+                            if let Some(n) = check_node(p, &key, m, false) {
                                 etcd_members.push((
                                     key,
                                     Node {
@@ -656,20 +625,23 @@ impl TryFrom<RawCluster> for Cluster {
         // pki
         let algorithm = match raw.pki.encryption_algorithm.as_deref() {
             None | Some("") => KeyAlgorithm::default(),
-            Some(s) => s.parse().unwrap_or_else(|e: String| {
-                p.push("pki.encryptionAlgorithm", e);
-                KeyAlgorithm::default()
-            }),
+            Some(s) => match s.parse::<KeyAlgorithm>() {
+                Ok(a) => a,
+                Err(e) => {
+                    p.push("pki.encryptionAlgorithm", e.to_string());
+                    KeyAlgorithm::default()
+                }
+            },
         };
-        let cert_sans = parse_sans(&mut p, "pki.certSANs", &raw.pki.cert_sans);
-        let ca_validity = parse_duration(
-            &mut p,
+        let cert_sans = parse_sans(p, "pki.certSANs", &raw.pki.cert_sans);
+        let ca_validity = parse_validity(
+            p,
             "pki.caValidity",
             raw.pki.ca_validity.as_deref(),
             DEFAULT_CA_VALIDITY,
         );
-        let cert_validity = parse_duration(
-            &mut p,
+        let cert_validity = parse_validity(
+            p,
             "pki.certValidity",
             raw.pki.cert_validity.as_deref(),
             DEFAULT_CERT_VALIDITY,
@@ -697,26 +669,26 @@ impl TryFrom<RawCluster> for Cluster {
         for (key, name, addr) in &all {
             if let Some(first) = names.insert(name, key) {
                 p.push(
-                    format!("{key}.name"),
+                    &format!("{key}.name"),
                     format!("duplicate name {name:?} (already used by {first})"),
                 );
             }
             if let Some(first) = addrs.insert(*addr, key) {
                 p.push(
-                    format!("{key}.address"),
+                    &format!("{key}.address"),
                     format!("duplicate address {addr} (already used by {first})"),
                 );
             }
             if vips.contains(addr) {
                 p.push(
-                    format!("{key}.address"),
+                    &format!("{key}.address"),
                     format!("{addr} is the load balancer VIP; the VIP must not be a machine's own address"),
                 );
             }
             for svc in &service_subnets {
                 if svc.contains(*addr) {
                     p.push(
-                        format!("{key}.address"),
+                        &format!("{key}.address"),
                         format!("{addr} is inside the service subnet {svc}"),
                     );
                 }
@@ -752,30 +724,12 @@ impl TryFrom<RawCluster> for Cluster {
             }
         }
 
-        if !p.0.is_empty() {
-            return Err(Error::Invalid {
-                file: None,
-                problems: p.0,
-            });
-        }
-        let (Some(control_plane_endpoint), Some(etcd)) = (
-            control_plane_endpoint,
-            etcd.or_else(|| {
-                Some(Etcd::External {
-                    members: etcd_members.into_iter().map(|(_, n)| n).collect(),
-                })
-            }),
-        ) else {
-            // Invariant: every `None` above pushed a problem, so we returned already.
-            return Err(Error::Invalid {
-                file: None,
-                problems: vec![Problem {
-                    key: String::new(),
-                    message: "internal: incomplete description".into(),
-                }],
-            });
-        };
-        Ok(Cluster {
+        // Every `None` here pushed a problem above.
+        let control_plane_endpoint = control_plane_endpoint?;
+        let etcd = etcd.unwrap_or_else(|| Etcd::External {
+            members: etcd_members.into_iter().map(|(_, n)| n).collect(),
+        });
+        Some(Cluster {
             name,
             kubernetes_version,
             control_plane_endpoint,

@@ -1,16 +1,19 @@
 //! The cluster description exactly as written in YAML: serde types with camelCase keys and
-//! unknown keys rejected. Values stay strings here so that [`super::Cluster`]'s `TryFrom`
-//! can check all of them and report every problem at once, with its key path.
+//! unknown keys rejected. Values stay [`Scalar`] text here (a number where a name belongs
+//! is the checker's problem, not serde's), so that the checker can check all of them and
+//! report every problem at once, with its position and key path.
 
 use serde::Deserialize;
+
+use crate::input::Scalar;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RawCluster {
-    pub(crate) cluster_name: Option<String>,
-    pub(crate) kubernetes_version: Option<String>,
-    pub(crate) control_plane_endpoint: Option<String>,
+    pub(crate) cluster_name: Option<Scalar>,
+    pub(crate) kubernetes_version: Option<Scalar>,
+    pub(crate) control_plane_endpoint: Option<Scalar>,
     pub(crate) load_balancer: Option<RawLoadBalancer>,
     #[serde(default)]
     pub(crate) masters: Vec<RawNode>,
@@ -36,22 +39,22 @@ pub(crate) struct RawLoadBalancer {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RawVrrp {
-    pub(crate) interface: Option<String>,
-    pub(crate) vrid: Option<u64>,
-    pub(crate) prefix_length: Option<u64>,
-    pub(crate) advert_interval: Option<String>,
+    pub(crate) interface: Option<Scalar>,
+    pub(crate) vrid: Option<Scalar>,
+    pub(crate) prefix_length: Option<Scalar>,
+    pub(crate) advert_interval: Option<Scalar>,
 }
 
 /// A scalar or a list of scalars (`vip: 10.0.0.100` or `vip: [10.0.0.100, fd00::100]`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+    One(Scalar),
+    Many(Vec<Scalar>),
 }
 
 impl OneOrMany {
-    pub(crate) fn into_vec(self) -> Vec<String> {
+    pub(crate) fn into_vec(self) -> Vec<Scalar> {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,
@@ -63,27 +66,27 @@ impl OneOrMany {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RawNode {
-    pub(crate) name: Option<String>,
-    pub(crate) address: Option<String>,
+    pub(crate) name: Option<Scalar>,
+    pub(crate) address: Option<Scalar>,
     /// Only meaningful on masters; rejected elsewhere by the checker.
     #[serde(default, rename = "certSANs")]
-    pub(crate) cert_sans: Option<Vec<String>>,
+    pub(crate) cert_sans: Option<Vec<Scalar>>,
 }
 
 /// `networking`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RawNetworking {
-    pub(crate) service_subnet: Option<String>,
-    pub(crate) pod_subnet: Option<String>,
-    pub(crate) dns_domain: Option<String>,
+    pub(crate) service_subnet: Option<Scalar>,
+    pub(crate) pod_subnet: Option<Scalar>,
+    pub(crate) dns_domain: Option<Scalar>,
 }
 
 /// `etcd`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RawEtcd {
-    pub(crate) topology: Option<String>,
+    pub(crate) topology: Option<Scalar>,
     pub(crate) members: Option<Vec<RawNode>>,
 }
 
@@ -91,9 +94,9 @@ pub(crate) struct RawEtcd {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RawPki {
-    pub(crate) encryption_algorithm: Option<String>,
+    pub(crate) encryption_algorithm: Option<Scalar>,
     #[serde(default, rename = "certSANs")]
-    pub(crate) cert_sans: Vec<String>,
-    pub(crate) ca_validity: Option<String>,
-    pub(crate) cert_validity: Option<String>,
+    pub(crate) cert_sans: Vec<Scalar>,
+    pub(crate) ca_validity: Option<Scalar>,
+    pub(crate) cert_validity: Option<Scalar>,
 }

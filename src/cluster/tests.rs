@@ -91,10 +91,10 @@ fn unknown_key_is_rejected_with_its_path() {
         "{name: master-1, adress: 10.0.0.11}",
     ))
     .unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.starts_with("masters[0]: unknown field `adress`"),
-        "{msg}"
+    assert_eq!(
+        err.to_string(),
+        "<string>:36:5: masters[0].address: is required\n\
+         <string>:36:22: masters[0]: unknown field `adress`, expected one of `name`, `address`, `certSANs`"
     );
 }
 
@@ -116,11 +116,11 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(
         problems(&yaml),
         [
-            r#"masters[2].address: "10.0.0.300" is not a valid IP address"#,
-            r#"networking.serviceSubnet: "10.96.0.0/40" is not a valid CIDR: prefix must be 0..=32"#,
-            r#"pki.encryptionAlgorithm: "RSA-1024" is not one of: RSA-2048, RSA-3072, RSA-4096, ECDSA-P256, ECDSA-P384"#,
-            r#"pki.certSANs[0]: "bad name" is neither an IP address nor a valid lower-case DNS name"#,
             r#"masters[1].name: duplicate name "master-1" (already used by masters[0])"#,
+            r#"masters[2].address: "10.0.0.300" is not a valid IP address"#,
+            r#"networking.serviceSubnet: "10.96.0.0/40" is not a valid CIDR: "/40" is not a prefix length (0 to 32)"#,
+            r#"pki.encryptionAlgorithm: "RSA-1024" is not one of: RSA-2048, RSA-3072, RSA-4096, ECDSA-P256, ECDSA-P384"#,
+            r#"pki.certSANs[0]: "bad name" is neither an IP address nor a valid DNS name"#,
         ]
     );
 }
@@ -189,7 +189,7 @@ fn subnet_and_topology_rules() {
             "serviceSubnet: 10.96.0.1/12"
         )),
         [
-            r#"networking.serviceSubnet: "10.96.0.1/12" has host bits set (did you mean 10.96.0.0/12?)"#
+            r#"networking.serviceSubnet: "10.96.0.1/12" is not a valid CIDR: host bits are set (did you mean 10.96.0.0/12?)"#
         ]
     );
     assert_eq!(
@@ -232,12 +232,14 @@ fn validity_rules() {
         problems(&example_with("certValidity: 8760h", "certValidity: 10m")),
         [r#"pki.certValidity: "10m" is too short (at least 1h)"#]
     );
-    let p = problems(&example_with("caValidity: 87600h", "caValidity: ten years"));
-    assert_eq!(p.len(), 1);
-    assert!(
-        p[0].starts_with(r#"pki.caValidity: "ten years" is not a duration like 8760h"#),
-        "{p:?}"
+    assert_eq!(
+        problems(&example_with("caValidity: 87600h", "caValidity: 10 years")),
+        [
+            r#"pki.caValidity: "10 years" is not a duration: write it without spaces, with the units ms, s, m, h, d (e.g. 1h or 1h30m)"#
+        ]
     );
+    let c = Cluster::from_yaml(&example_with("caValidity: 87600h", "caValidity: 3650d")).unwrap();
+    assert_eq!(c.pki.ca_validity, DEFAULT_CA_VALIDITY);
 }
 
 #[test]
@@ -262,7 +264,7 @@ fn load_names_the_file() {
     assert_eq!(
         msg,
         format!(
-            "{}: invalid cluster description (1 problem):\n  masters[2].address: \"nope\" is not a valid IP address",
+            "{}:38:31: masters[2].address: \"nope\" is not a valid IP address",
             path.display()
         )
     );
@@ -270,7 +272,10 @@ fn load_names_the_file() {
     let msg = Cluster::load(&missing).unwrap_err().to_string();
     assert_eq!(
         msg,
-        format!("cannot read cluster description {}", missing.display())
+        format!(
+            "{}: cannot read: No such file or directory (os error 2)",
+            missing.display()
+        )
     );
 }
 
@@ -299,4 +304,80 @@ fn vrrp_section() {
             "loadBalancer.vrrp.advertInterval: \"fast\" is not a duration: write a number and a unit, e.g. 3s, 250ms or 1h30m",
         ]
     );
+}
+
+/// Cluster-description problems print as the LB config's do: `file:line:col: key: problem`,
+/// one per line, in file order, syntax and unknown keys included.
+#[test]
+fn problems_have_the_lb_config_format() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "kubernetesVersion: v1.31.2\ncontrolPlaneEndpoint: 10.0.0.100\nloadBalancer: {vip: 10.0.0.100}\nmasters:\n  - {name: cp1, address: 10.0.0.11}\n  - {name: Cp2, address: 10.0.0.300}\nnetworking: {podSubnet: 10.244.0.0/33}\n",
+            "c.yaml:6:12: masters[1].name: \"Cp2\" is not a valid node name (lower-case RFC 1123 subdomain)\n\
+             c.yaml:6:26: masters[1].address: \"10.0.0.300\" is not a valid IP address\n\
+             c.yaml:7:25: networking.podSubnet: \"10.244.0.0/33\" is not a valid CIDR: \"/33\" is not a prefix length (0 to 32)",
+        ),
+        (
+            "kubernetesVersion: v1.31.2\nclusterNmae: x\ncontrolPlaneEndpoint: \"api_1:6443\"\nloadBalancer: {vip: 10.0.0.100, vrrp: {interface: eth0, advertInterval: 1 second}}\nmasters: [{name: cp1, address: 10.0.0.11}]\n",
+            "c.yaml:2:1: unknown field `clusterNmae`, expected one of `clusterName`, `kubernetesVersion`, `controlPlaneEndpoint`, `loadBalancer`, `masters`, `networking`, `etcd`, `pki`\n\
+             c.yaml:3:23: controlPlaneEndpoint: \"api_1:6443\" is not a valid host[:port]: \"api_1\" is not a valid host name (label \"api_1\")\n\
+             c.yaml:4:73: loadBalancer.vrrp.advertInterval: \"1 second\" is not a duration: write it without spaces, with the units ms, s, m, h, d (e.g. 1h or 1h30m)",
+        ),
+        // Numbers where text belongs, and text where numbers belong, are checked values too.
+        (
+            "kubernetesVersion: 1.31\ncontrolPlaneEndpoint: 10.0.0.100\nloadBalancer: {vip: 10.0.0.100, vrrp: {interface: eth0, vrid: abc}}\nmasters: [{name: 7, address: 10.0.0.11}]\n",
+            "c.yaml:1:20: kubernetesVersion: \"1.31\" is not a version like v1.31.2\n\
+             c.yaml:3:63: loadBalancer.vrrp.vrid: \"abc\" is not a whole number",
+        ),
+        (
+            "masters: [\n",
+            "c.yaml:2:1: did not find expected node content, while parsing a flow node",
+        ),
+        (
+            "",
+            "c.yaml:1:1: the file is empty; a cluster description needs at least kubernetesVersion, controlPlaneEndpoint, loadBalancer and masters",
+        ),
+        (
+            "kubernetesVersion: v1.31.2\nloadBalancer: {vip: 10.0.0.100}\nmasters: [{name: cp1, address: 10.0.0.11}]\n",
+            "c.yaml:1:1: controlPlaneEndpoint: is required",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (src, want)) in cases.iter().enumerate() {
+        match Cluster::parse(src, "c.yaml") {
+            Ok(c) => failures.push(format!("case {}: expected an error, got {c:?}", i + 1)),
+            Err(e) if e.to_string() != *want => {
+                failures.push(format!("case {}:\n  want: {want}\n  got:  {e}", i + 1))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Upper case in DNS names (endpoint host, SANs, dnsDomain) is the same name, kept in lower
+/// case; node names are Kubernetes object names and stay lower case only.
+#[test]
+fn dns_names_are_case_insensitive() {
+    let c = Cluster::from_yaml(
+        &example_with(
+            "controlPlaneEndpoint: k8s-api.example.internal:6443",
+            "controlPlaneEndpoint: K8s-API.Example.Internal:6443",
+        )
+        .replace(
+            "certSANs: [master-3.example.internal]",
+            "certSANs: [Master-3.Example.Internal]",
+        )
+        .replace("dnsDomain: cluster.local", "dnsDomain: Cluster.Local"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.control_plane_endpoint.url(),
+        "https://k8s-api.example.internal:6443"
+    );
+    assert_eq!(
+        c.masters[2].cert_sans,
+        vec![San::Dns("master-3.example.internal".into())]
+    );
+    assert_eq!(c.networking.dns_domain, "cluster.local");
 }

@@ -165,8 +165,8 @@ impl Checker {
                 &k("fastInterval"),
                 format!(
                     "{} is longer than interval ({})",
-                    humantime::format_duration(fast_interval),
-                    humantime::format_duration(interval)
+                    crate::input::format_duration(fast_interval),
+                    crate::input::format_duration(interval)
                 ),
             );
         }

@@ -5,10 +5,10 @@
 //! problem is collected and reported at once, each with its line, column and key path.
 //! Nothing here touches sockets or the environment.
 
+mod check;
 pub mod diff;
 mod health;
-mod locate;
-mod raw;
+pub mod raw;
 mod vip;
 
 use std::collections::HashSet;
@@ -18,11 +18,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use check::{Report, Summary, check};
 pub use health::*;
-use locate::Locations;
-pub use locate::Position;
-use raw::{FileConfig, RawHealth, Scalar};
+use raw::{FileConfig, RawHealth};
 pub use vip::*;
+
+use crate::input::{Collector, Host, Locations, Scalar, parse_duration};
+pub use crate::input::{Position, Problem, Problems};
 
 /// Default balancing algorithm: long-lived watches make least-connections the sane choice.
 pub const DEFAULT_BALANCE: Balance = Balance::LeastConnections;
@@ -253,145 +255,106 @@ pub struct TcpOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not a `source`, so it is printed once).
+        error: std::io::Error,
     },
     /// The text is not a valid config; every problem found is listed.
     #[error("{0}")]
     Invalid(Problems),
 }
 
-/// Every problem found in one config text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problems {
-    /// The file name (or `<string>`) the problems are in.
-    pub origin: String,
-    /// The problems, in file order.
-    pub list: Vec<Problem>,
+/// The YAML spelling of a value of one of the enums above (`least-connections`).
+fn yaml_name<T: Copy + PartialEq>(names: &'static [(&'static str, T)], v: T) -> &'static str {
+    names
+        .iter()
+        .find(|(_, x)| *x == v)
+        .map_or("?", |(name, _)| *name)
 }
 
-/// One problem, at a place in the text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Where.
-    pub position: Position,
-    /// The key path, e.g. `backends[1].address`; empty for the document itself.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.list.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
+/// `as_str` (the YAML spelling) and a `Display` that prints it, for enums with `NAMES`.
+macro_rules! yaml_spelling {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// As written in the config file.
+            pub fn as_str(self) -> &'static str {
+                yaml_name(Self::NAMES, self)
             }
-            write!(
-                f,
-                "{}:{}:{}: ",
-                self.origin, p.position.line, p.position.column
-            )?;
-            if !p.key.is_empty() {
-                write!(f, "{}: ", p.key)?;
-            }
-            f.write_str(&p.message)?;
         }
-        Ok(())
-    }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
 }
+yaml_spelling!(
+    Balance,
+    Forwarding,
+    AdminAccess,
+    CheckKind,
+    OnDown,
+    ChecksumStyle
+);
 
 impl Config {
     /// Read and check the file at `path`.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Config::from_yaml(&text, &path.display().to_string())
     }
 
     /// Parse and check a config text; `origin` names it in error messages.
     pub fn from_yaml(src: &str, origin: &str) -> Result<Config, Error> {
-        let invalid = |list| {
-            Error::Invalid(Problems {
-                origin: origin.to_owned(),
-                list,
-            })
-        };
-        let raw: FileConfig = match serde_yaml::from_str(src) {
-            Ok(raw) => raw,
-            Err(err) => return Err(invalid(vec![structural_problem(&err, src)])),
+        Config::parse(src, origin).map(|(config, _)| config)
+    }
+
+    /// [`Config::from_yaml`], also returning where each key is written (for problems found
+    /// later, such as an unreadable TLS file).
+    fn parse(src: &str, origin: &str) -> Result<(Config, Locations), Error> {
+        if src.trim().is_empty() {
+            return Err(Error::Invalid(Problems::new(
+                origin,
+                vec![Problem {
+                    position: Position { line: 1, column: 1 },
+                    key: String::new(),
+                    message: "the file is empty; a config needs at least `listen` and `backends`"
+                        .into(),
+                }],
+            )));
+        }
+        let locations = Locations::index(src);
+        let (raw, problems) = crate::input::deserialize::<FileConfig>(src, &locations);
+        let Some(raw) = raw else {
+            return Err(Error::Invalid(Problems::new(origin, problems)));
         };
         let mut checker = Checker {
-            locations: Locations::index(src),
-            problems: Vec::new(),
+            c: Collector::new(locations, problems),
         };
         let config = checker.config(raw);
-        let mut problems = checker.problems;
-        problems.sort_by_key(|p| (p.position.line, p.position.column));
+        let (problems, locations) = checker.c.finish(origin);
         match config {
-            Some(config) if problems.is_empty() => Ok(config),
-            _ => Err(invalid(problems)),
+            Some(config) if problems.list.is_empty() => Ok((config, locations)),
+            _ => Err(Error::Invalid(problems)),
         }
     }
 }
 
-/// A serde_yaml error as a [`Problem`]: its message carries the key path as a prefix
-/// (`backends[0]: unknown field ...`) and the position as a suffix.
-fn structural_problem(err: &serde_yaml::Error, src: &str) -> Problem {
-    let position = err
-        .location()
-        .map(|l| Position {
-            line: l.line(),
-            column: l.column(),
-        })
-        .unwrap_or_default();
-    let mut message = strip_location(&err.to_string());
-    if src.trim().is_empty() {
-        message = "the file is empty; a config needs at least `listen` and `backends`".into();
-    }
-    // serde_yaml puts the path first, separated by ": ", unless the error is at the root.
-    let (key, message) = match message.split_once(": ") {
-        Some((key, rest)) if !key.contains(' ') => (key.to_owned(), rest.to_owned()),
-        _ => (String::new(), message),
-    };
-    Problem {
-        position,
-        key,
-        message,
-    }
-}
-
-/// Remove serde_yaml's " at line L column C" (the position is reported separately).
-fn strip_location(message: &str) -> String {
-    let Some(start) = message.find(" at line ") else {
-        return message.to_owned();
-    };
-    let rest = &message[start + " at line ".len()..];
-    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-    let rest = rest.strip_prefix(" column ").unwrap_or(rest);
-    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-    format!("{}{rest}", &message[..start])
-}
-
 /// Checks a [`FileConfig`], collecting problems.
 struct Checker {
-    locations: Locations,
-    problems: Vec<Problem>,
+    c: Collector,
 }
 
 impl Checker {
     fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            position: self.locations.find(key),
-            key: key.to_owned(),
-            message: message.into(),
-        });
+        self.c.push(key, message);
     }
 
     fn config(&mut self, raw: FileConfig) -> Option<Config> {
@@ -508,9 +471,9 @@ impl Checker {
         let empty = RawHealth::default();
         let global = global.unwrap_or(&empty);
         // The global section is checked once, so its problems are reported once.
-        let before = self.problems.len();
+        let before = self.c.count();
         let global_health = self.health(global, &|k| format!("health.{k}"));
-        let global_ok = self.problems.len() == before;
+        let global_ok = self.c.count() == before;
         if raw.is_empty() {
             self.problem("backends", "needs at least one backend");
             return (None, global_health);
@@ -520,8 +483,11 @@ impl Checker {
         let mut addresses = HashSet::new();
         for (i, b) in raw.iter().enumerate() {
             let name_key = format!("backends[{i}].name");
-            let name = b.name.0.trim();
-            let name_ok = if name.is_empty() {
+            let name = b.name.as_ref().map_or("", |n| n.0.trim());
+            let name_ok = if b.name.is_none() {
+                self.problem(&name_key, "is required");
+                false
+            } else if name.is_empty() {
                 self.problem(&name_key, "must not be empty");
                 false
             } else if !name
@@ -540,8 +506,13 @@ impl Checker {
                 true
             };
             let addr_key = format!("backends[{i}].address");
-            let address = match parse_backend_address(&b.address.0) {
-                Ok(addr) => {
+            let written = b.address.as_ref().map_or("", |a| a.0.as_str());
+            let address = match b.address.as_ref().map(|a| parse_backend_address(&a.0)) {
+                None => {
+                    self.problem(&addr_key, "is required");
+                    None
+                }
+                Some(Ok(addr)) => {
                     if !addresses.insert(addr.clone()) {
                         self.problem(
                             &addr_key,
@@ -552,10 +523,10 @@ impl Checker {
                         Some(addr)
                     }
                 }
-                Err(why) => {
+                Some(Err(why)) => {
                     self.problem(
                         &addr_key,
-                        format!("\"{}\" is not a valid address: {why}", b.address.0),
+                        format!("\"{written}\" is not a valid address: {why}"),
                     );
                     None
                 }
@@ -639,8 +610,8 @@ impl Checker {
                 "dnsTtl.max",
                 format!(
                     "{} is shorter than dnsTtl.min ({})",
-                    humantime::format_duration(max_ttl),
-                    humantime::format_duration(min_ttl)
+                    crate::input::format_duration(max_ttl),
+                    crate::input::format_duration(min_ttl)
                 ),
             );
         }
@@ -652,12 +623,17 @@ impl Checker {
     }
 
     fn metrics(&mut self, raw: &raw::RawMetrics) -> Option<MetricsConfig> {
-        let listen = match parse_socket_addr(&raw.listen.0) {
-            Ok(a) => Some(a),
-            Err(why) => {
+        let written = raw.listen.as_ref().map_or("", |l| l.0.as_str());
+        let listen = match raw.listen.as_ref().map(|l| parse_socket_addr(&l.0)) {
+            None => {
+                self.problem("metrics.listen", "is required, e.g. \"127.0.0.1:9441\"");
+                None
+            }
+            Some(Ok(a)) => Some(a),
+            Some(Err(why)) => {
                 self.problem(
                     "metrics.listen",
-                    format!("\"{}\" is not a valid address: {why}", raw.listen.0),
+                    format!("\"{written}\" is not a valid address: {why}"),
                 );
                 None
             }
@@ -701,6 +677,19 @@ impl Checker {
         None
     }
 
+    /// `raw`, or a problem saying it is required.
+    fn required<'a>(
+        &mut self,
+        raw: Option<&'a Scalar>,
+        key: &str,
+        message: &str,
+    ) -> Option<&'a Scalar> {
+        if raw.is_none() {
+            self.problem(key, message);
+        }
+        raw
+    }
+
     fn number(&mut self, raw: Option<&Scalar>, key: &str, min: u64, max: u64) -> Option<u64> {
         let text = raw?.0.as_str();
         match text.parse::<u64>() {
@@ -741,7 +730,7 @@ impl Checker {
                         key,
                         format!(
                             "{text} is too short (at least {})",
-                            humantime::format_duration(min)
+                            crate::input::format_duration(min)
                         ),
                     );
                     None
@@ -780,103 +769,17 @@ fn health_key_set(over: &RawHealth, k: &str) -> bool {
     }
 }
 
-/// Parse a duration written like `250ms`, `3s`, `1h30m`. A bare number is refused: the unit
-/// is not guessed.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("it is empty (write e.g. 3s or 250ms)".into());
-    }
-    if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(format!("it has no unit (write e.g. {t}s or {t}ms)"));
-    }
-    humantime::parse_duration(t)
-        .map_err(|_| "write a number and a unit, e.g. 3s, 250ms or 1h30m".to_owned())
+/// `ip:port` or `[ipv6]:port` (port 0 allowed: an ephemeral listener).
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, crate::input::AddressError> {
+    crate::input::socket_addr(text, true)
 }
 
-/// Parse `ip:port` or `[ipv6]:port`, with clear reasons.
-fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
-    let t = text.trim();
-    if let Ok(addr) = SocketAddr::from_str(t) {
-        return Ok(addr);
-    }
-    let (host, port) = split_host_port(t)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip = IpAddr::from_str(host).map_err(|_| format!("\"{host}\" is not an IP address"))?;
-    let port = parse_port(port, true)?;
-    Ok(SocketAddr::new(ip, port))
-}
-
-/// Parse a backend address: `ip:port`, `[ipv6]:port` or `dns-name:port`.
-fn parse_backend_address(text: &str) -> Result<BackendAddress, String> {
-    let t = text.trim();
-    if let Ok(addr) = SocketAddr::from_str(t) {
-        if addr.port() == 0 {
-            return Err("port 0 cannot be connected to".into());
-        }
-        return Ok(BackendAddress::Ip(addr));
-    }
-    let (host, port) = split_host_port(t)?;
-    let port = parse_port(port, false)?;
-    if host.starts_with('[') {
-        let inner = host.trim_start_matches('[').trim_end_matches(']');
-        return IpAddr::from_str(inner)
-            .map(|ip| BackendAddress::Ip(SocketAddr::new(ip, port)))
-            .map_err(|_| format!("\"{inner}\" is not an IPv6 address"));
-    }
-    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(format!("\"{host}\" is not an IPv4 address"));
-    }
-    check_dns_name(host)?;
-    Ok(BackendAddress::Dns {
-        host: host.to_ascii_lowercase(),
-        port,
+/// A backend address: `ip:port`, `[ipv6]:port` or `dns-name:port`.
+fn parse_backend_address(text: &str) -> Result<BackendAddress, crate::input::AddressError> {
+    Ok(match crate::input::host_port(text, None)? {
+        (Host::Ip(ip), port) => BackendAddress::Ip(SocketAddr::new(ip, port)),
+        (Host::Dns(host), port) => BackendAddress::Dns { host, port },
     })
-}
-
-fn split_host_port(t: &str) -> Result<(&str, &str), String> {
-    let Some((host, port)) = t.rsplit_once(':') else {
-        return Err("a port is missing (write host:port, e.g. 10.0.0.11:6443)".into());
-    };
-    if host.contains(':') && !host.starts_with('[') {
-        return Err("an IPv6 address needs brackets, e.g. [fd00::11]:6443".into());
-    }
-    if host.is_empty() {
-        return Err("the host is missing".into());
-    }
-    Ok((host, port))
-}
-
-fn parse_port(port: &str, zero_ok: bool) -> Result<u16, String> {
-    match port.parse::<u16>() {
-        Ok(0) if !zero_ok => Err("port 0 cannot be connected to".into()),
-        Ok(p) => Ok(p),
-        Err(_) => Err(format!("\"{port}\" is not a port (1 to 65535)")),
-    }
-}
-
-/// RFC 1123 host name rules: labels of letters, digits and inner hyphens, 1-63 bytes each,
-/// 253 bytes in all.
-fn check_dns_name(host: &str) -> Result<(), String> {
-    let name = host.strip_suffix('.').unwrap_or(host);
-    if name.is_empty() || name.len() > 253 {
-        return Err(format!("\"{host}\" is not a valid host name"));
-    }
-    for label in name.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(format!(
-                "\"{host}\" is not a valid host name (label \"{label}\")"
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

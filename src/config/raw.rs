@@ -1,124 +1,171 @@
 //! The LB config file as written: serde types with camelCase keys and unknown keys denied.
+//! This is the one schema of the file: [`super::Config`] is checked from it, and
+//! `apilb bootstrap` writes LB hosts' configs by serializing it (keys left out are `None`
+//! or empty and are not written).
 //!
 //! Values whose checking needs context (addresses, durations, enum names) are kept as
-//! [`Scalar`] text here and checked in [`super::Config::from_raw`], so that every such problem
-//! is reported at once instead of stopping at the first.
+//! [`Scalar`] text here and checked by [`super::Config::from_yaml`], so that every such
+//! problem is reported at once instead of stopping at the first.
 
-use std::fmt;
+use serde::{Deserialize, Serialize};
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+pub use crate::input::Scalar;
 
 /// The whole file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct FileConfig {
-    pub(crate) listen: Vec<Scalar>,
-    pub(crate) backends: Vec<RawBackend>,
-    pub(crate) balance: Option<Scalar>,
-    pub(crate) max_connections: Option<Scalar>,
-    pub(crate) forwarding: Option<Scalar>,
+pub struct FileConfig {
     #[serde(default)]
-    pub(crate) timeouts: RawTimeouts,
+    pub listen: Vec<Scalar>,
     #[serde(default)]
-    pub(crate) listener: RawListener,
-    #[serde(default)]
-    pub(crate) tcp: RawTcp,
-    pub(crate) health: Option<RawHealth>,
-    pub(crate) metrics: Option<RawMetrics>,
+    pub backends: Vec<RawBackend>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<Scalar>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub timeouts: RawTimeouts,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub listener: RawListener,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tcp: RawTcp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<RawHealth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<RawMetrics>,
     /// DNS servers for DNS-named backends (default: the system's resolv.conf).
-    pub(crate) resolvers: Option<Vec<Scalar>>,
-    #[serde(default)]
-    pub(crate) dns_ttl: RawDnsTtl,
-    pub(crate) vip: Option<RawVip>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolvers: Option<Vec<Scalar>>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub dns_ttl: RawDnsTtl,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip: Option<RawVip>,
 }
 
 /// `dnsTtl:`: bounds on how long a DNS answer is used before asking again.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawDnsTtl {
-    pub(crate) min: Option<Scalar>,
-    pub(crate) max: Option<Scalar>,
+pub struct RawDnsTtl {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<Scalar>,
 }
 
 /// `vip:`: VRRPv3 failover of the listening addresses.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawVip {
-    pub(crate) interface: Scalar,
-    pub(crate) vrid: Scalar,
-    pub(crate) addresses: Vec<Scalar>,
-    pub(crate) priority: Option<Scalar>,
-    pub(crate) advert_interval: Option<Scalar>,
-    pub(crate) preempt: Option<Scalar>,
-    pub(crate) preempt_delay: Option<Scalar>,
+pub struct RawVip {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vrid: Option<Scalar>,
     #[serde(default)]
-    pub(crate) unicast_peers: Vec<Scalar>,
-    pub(crate) checksum: Option<Scalar>,
-    pub(crate) track: Option<RawTrack>,
+    pub addresses: Vec<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advert_interval: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preempt: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preempt_delay: Option<Scalar>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unicast_peers: Vec<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track: Option<RawTrack>,
 }
 
 /// `vip.track:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawTrack {
-    pub(crate) healthy_backends_below: Scalar,
-    pub(crate) weight: Option<Scalar>,
-    pub(crate) hold: Option<Scalar>,
+pub struct RawTrack {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_backends_below: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Scalar>,
 }
 
 /// `metrics:`: the HTTP endpoint for metrics, status and backend state changes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawMetrics {
-    pub(crate) listen: Scalar,
-    pub(crate) admin: Option<Scalar>,
-    #[serde(default)]
-    pub(crate) watch_certificates: Vec<Scalar>,
+pub struct RawMetrics {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Scalar>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_certificates: Vec<Scalar>,
 }
 
 /// One `backends[]` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawBackend {
-    pub(crate) name: Scalar,
-    pub(crate) address: Scalar,
-    pub(crate) weight: Option<Scalar>,
+pub struct RawBackend {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Scalar>,
     /// Overrides of the global `health` keys for this backend.
-    pub(crate) health: Option<RawHealth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<RawHealth>,
 }
 
 /// `health:` (global) and `backends[].health:` (overrides).
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawHealth {
-    pub(crate) kind: Option<Scalar>,
-    pub(crate) path: Option<Scalar>,
-    pub(crate) live_path: Option<Scalar>,
-    pub(crate) interval: Option<Scalar>,
-    pub(crate) fast_interval: Option<Scalar>,
-    pub(crate) timeout: Option<Scalar>,
-    pub(crate) rise: Option<Scalar>,
-    pub(crate) fall: Option<Scalar>,
-    pub(crate) passive_fall: Option<Scalar>,
-    pub(crate) slow_start: Option<Scalar>,
-    pub(crate) on_down: Option<Scalar>,
-    pub(crate) tls: Option<RawHealthTls>,
+pub struct RawHealth {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_path: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_interval: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rise: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fall: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passive_fall: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_down: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawHealthTls>,
 }
 
 /// `health.tls:`.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawHealthTls {
-    pub(crate) ca: Option<Scalar>,
-    pub(crate) cert: Option<Scalar>,
-    pub(crate) key: Option<Scalar>,
-    pub(crate) server_name: Option<Scalar>,
+pub struct RawHealthTls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<Scalar>,
 }
 
 impl RawHealth {
     /// `self` with every key that `over` sets replaced by `over`'s value.
-    pub(crate) fn merged(&self, over: &RawHealth) -> RawHealth {
+    pub fn merged(&self, over: &RawHealth) -> RawHealth {
         fn pick(a: &Option<Scalar>, b: &Option<Scalar>) -> Option<Scalar> {
             b.clone().or_else(|| a.clone())
         }
@@ -153,71 +200,42 @@ impl RawHealth {
 }
 
 /// `timeouts:`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawTimeouts {
-    pub(crate) connect: Option<Scalar>,
-    pub(crate) idle: Option<Scalar>,
-    pub(crate) drain: Option<Scalar>,
+pub struct RawTimeouts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Scalar>,
 }
 
 /// `listener:` socket options applied to every listening socket.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawListener {
-    pub(crate) backlog: Option<Scalar>,
-    pub(crate) reuse_port: Option<Scalar>,
-    pub(crate) freebind: Option<Scalar>,
+pub struct RawListener {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse_port: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freebind: Option<Scalar>,
 }
 
 /// `tcp:` options applied to both legs of every proxied connection.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawTcp {
-    pub(crate) keepalive_time: Option<Scalar>,
-    pub(crate) keepalive_interval: Option<Scalar>,
-    pub(crate) user_timeout: Option<Scalar>,
+pub struct RawTcp {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_interval: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_timeout: Option<Scalar>,
 }
 
-/// Any YAML scalar (string, number, bool) kept as its text.
-///
-/// `drain: 30` and `drain: "30s"` both arrive here; the checker then says what is wrong
-/// with `30` (no unit) instead of serde's "expected a string".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Scalar(pub(crate) String);
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ScalarVisitor;
-
-        impl Visitor<'_> for ScalarVisitor {
-            type Value = Scalar;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a single value (string, number or boolean)")
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_owned()))
-            }
-
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-        }
-
-        deserializer.deserialize_any(ScalarVisitor)
-    }
+/// Whether a section is all defaults (and so is not written).
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }

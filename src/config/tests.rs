@@ -112,20 +112,20 @@ fn bad_configs_get_exact_errors() {
             "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - {name: a, address: \"10.0.0.1:6443\"}\n  - name: b\n    address: \"10.0.0.300:6443\"\n",
             "lb.yaml:5:14: backends[1].address: \"10.0.0.300:6443\" is not a valid address: \"10.0.0.300\" is not an IPv4 address",
         ),
-        // 2. Unknown top-level key (a typo).
+        // 2. Unknown top-level key (a typo): reported, and so is what it leaves missing.
         (
             "listen: [\"127.0.0.1:6443\"]\nbackend: []\n",
-            "lb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`",
+            "lb.yaml:1:1: backends: needs at least one backend\nlb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`",
         ),
         // 3. Unknown key inside a backend.
         (
             "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - name: a\n    adress: 10.0.0.1:6443\n",
-            "lb.yaml:4:5: backends[0]: unknown field `adress`, expected one of `name`, `address`, `weight`, `health`",
+            "lb.yaml:3:5: backends[0].address: is required\nlb.yaml:4:5: backends[0]: unknown field `adress`, expected one of `name`, `address`, `weight`, `health`",
         ),
         // 4. Missing required key.
         (
             "listen: [\"127.0.0.1:6443\"]\n",
-            "lb.yaml:1:1: missing field `backends`",
+            "lb.yaml:1:1: backends: needs at least one backend",
         ),
         // 5. Empty file.
         (
@@ -230,6 +230,30 @@ fn bad_configs_get_exact_errors() {
             ),
             "lb.yaml:3:19: metrics.listen: \"localhost:9441\" is not a valid address: \"localhost\" is not an IP address\nlb.yaml:3:44: metrics.admin: \"everyone\" is not one of loopback, any, off",
         ),
+        // 23. Unknown keys hide nothing: each is reported, with every other problem.
+        (
+            "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - {name: a, address: \"10.0.0.300:6443\", wieght: 2}\nbalanse: round-robin\ntimeouts: {idle: 1 hour}\nmetrics: {}\n",
+            "lb.yaml:3:24: backends[0].address: \"10.0.0.300:6443\" is not a valid address: \"10.0.0.300\" is not an IPv4 address\n\
+             lb.yaml:3:43: backends[0]: unknown field `wieght`, expected one of `name`, `address`, `weight`, `health`\n\
+             lb.yaml:4:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`\n\
+             lb.yaml:5:18: timeouts.idle: \"1 hour\" is not a duration: write it without spaces, with the units ms, s, m, h, d (e.g. 1h or 1h30m)\n\
+             lb.yaml:6:1: metrics.listen: is required, e.g. \"127.0.0.1:9441\"",
+        ),
+        // 24. A backend without name or address.
+        (
+            "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - weight: 2\n",
+            "lb.yaml:3:5: backends[0].name: is required\nlb.yaml:3:5: backends[0].address: is required",
+        ),
+        // 25. Upper case in a DNS name is the same name (RFC 1123 names are case-insensitive).
+        (
+            "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - {name: a, address: \"Master-1.Example:6443\"}\n  - {name: b, address: \"master-1.example:6443\"}\n",
+            "lb.yaml:4:24: backends[1].address: \"master-1.example:6443\" is the address of another backend",
+        ),
+        // 26. Durations in messages are written as they are read.
+        (
+            "listen: [\"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\nhealth: {interval: 1s, fastInterval: 1500ms}\n",
+            "lb.yaml:3:38: health.fastInterval: 1s500ms is longer than interval (1s)",
+        ),
         // 20. YAML syntax error.
         (
             "listen: [\"127.0.0.1:6443\"\nbackends: []\n",
@@ -247,11 +271,14 @@ fn bad_configs_get_exact_errors() {
 }
 
 #[test]
-fn durations_need_units() {
-    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-    assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-    assert!(parse_duration("30").is_err());
-    assert!(parse_duration("").is_err());
+fn summary_names_are_the_yaml_spellings() {
+    assert_eq!(Balance::LeastConnections.to_string(), "least-connections");
+    assert_eq!(Balance::RandomTwo.as_str(), "random-two");
+    assert_eq!(Forwarding::Splice.to_string(), "splice");
+    assert_eq!(AdminAccess::Off.to_string(), "off");
+    assert_eq!(CheckKind::Https.to_string(), "https");
+    assert_eq!(OnDown::Close.to_string(), "close");
+    assert_eq!(ChecksumStyle::Rfc9568.to_string(), "rfc9568");
 }
 
 const VIP_HEAD: &str =
@@ -345,7 +372,7 @@ fn bad_vip_sections_get_exact_errors() {
         ),
         (
             "vip: {interface: eth0, addresses: [10.0.0.100]}\n",
-            "lb.yaml:3:6: vip: missing field `vrid`",
+            "lb.yaml:3:1: vip.vrid: is required: 1 to 255, the same on every LB host",
         ),
     ];
     let mut failures = Vec::new();

@@ -6,8 +6,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::Checker;
 use super::raw::{RawTrack, RawVip};
-use super::{Checker, parse_duration};
+use crate::input::{CidrError, parse_duration, prefixed};
 
 /// Default `vip.priority` (keepalived's default too).
 pub const DEFAULT_VIP_PRIORITY: u8 = 100;
@@ -37,7 +38,7 @@ pub enum ChecksumStyle {
 }
 
 impl ChecksumStyle {
-    const NAMES: &[(&str, ChecksumStyle)] = &[
+    pub(super) const NAMES: &[(&str, ChecksumStyle)] = &[
         ("keepalived", ChecksumStyle::Keepalived),
         ("rfc9568", ChecksumStyle::Rfc9568),
     ];
@@ -105,8 +106,14 @@ impl VipConfig {
 
 impl Checker {
     pub(super) fn vip(&mut self, raw: &RawVip) -> Option<VipConfig> {
-        let interface = raw.interface.0.trim().to_owned();
-        let iface_ok = if interface.is_empty() || interface.len() > 15 || interface.contains('/') {
+        let interface = raw
+            .interface
+            .as_ref()
+            .map_or(String::new(), |i| i.0.trim().to_owned());
+        let iface_ok = if raw.interface.is_none() {
+            self.problem("vip.interface", "is required, e.g. eth0");
+            false
+        } else if interface.is_empty() || interface.len() > 15 || interface.contains('/') {
             self.problem(
                 "vip.interface",
                 format!("\"{interface}\" is not an interface name (1-15 characters, no /)"),
@@ -115,7 +122,12 @@ impl Checker {
         } else {
             true
         };
-        let vrid = self.number(Some(&raw.vrid), "vip.vrid", 1, 255);
+        let vrid = self.required(
+            raw.vrid.as_ref(),
+            "vip.vrid",
+            "is required: 1 to 255, the same on every LB host",
+        );
+        let vrid = self.number(vrid, "vip.vrid", 1, 255);
         let mut addresses = Vec::new();
         let mut addr_ok = true;
         if raw.addresses.is_empty() {
@@ -223,12 +235,12 @@ impl Checker {
     }
 
     fn track(&mut self, raw: &RawTrack) -> Option<TrackConfig> {
-        let below = self.number(
-            Some(&raw.healthy_backends_below),
+        let below = self.required(
+            raw.healthy_backends_below.as_ref(),
             "vip.track.healthyBackendsBelow",
-            1,
-            10_000,
+            "is required, e.g. 1",
         );
+        let below = self.number(below, "vip.track.healthyBackendsBelow", 1, 10_000);
         let weight = self.number(raw.weight.as_ref(), "vip.track.weight", 1, 253);
         let weight_ok = raw.weight.is_none() || weight.is_some();
         let hold = self.duration(raw.hold.as_ref(), "vip.track.hold", None);
@@ -244,26 +256,26 @@ impl Checker {
     }
 }
 
+/// Why a text is not a virtual address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum VipAddressError {
+    /// Not `ADDRESS[/PREFIX]`.
+    #[error(transparent)]
+    Syntax(#[from] CidrError),
+    /// An address that cannot be moved between hosts.
+    #[error("{0} cannot be a virtual address")]
+    Unusable(IpAddr),
+}
+
 /// `10.0.0.100/24`, `fd00::100/64`, or a bare address (a host prefix).
-fn parse_vip_address(text: &str) -> Result<VipAddress, String> {
-    let t = text.trim();
-    let (ip, prefix) = match t.split_once('/') {
-        Some((ip, p)) => (ip, Some(p)),
-        None => (t, None),
-    };
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("\"{ip}\" is not an IP address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        None => max,
-        Some(p) => match p.parse::<u8>() {
-            Ok(n) if n <= max => n,
-            _ => return Err(format!("\"/{p}\" is not a prefix length (0 to {max})")),
-        },
-    };
+fn parse_vip_address(text: &str) -> Result<VipAddress, VipAddressError> {
+    let net = prefixed(text, true)?;
+    let ip = net.addr();
     if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-        return Err(format!("{ip} cannot be a virtual address"));
+        return Err(VipAddressError::Unusable(ip));
     }
-    Ok(VipAddress { ip, prefix })
+    Ok(VipAddress {
+        ip,
+        prefix: net.prefix_len(),
+    })
 }

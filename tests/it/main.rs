@@ -10,6 +10,7 @@
 mod support;
 
 mod bootstrap;
+mod check_config;
 mod cli;
 mod contracts;
 mod control;

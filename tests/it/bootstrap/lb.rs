@@ -79,6 +79,38 @@ fn lb_config_is_valid_and_matches_the_cluster() {
     }
 }
 
+/// Every `apilb.yaml` bootstrap writes (stacked and external etcd, with and without VRRP,
+/// IPv4 and dual stack) loads with the LB's own `Config::load`.
+#[test]
+fn every_written_lb_config_loads() {
+    let variants = [
+        loopback_cluster(9, "ECDSA-P256", STACKED),
+        // VRRP needs a VIP that is not loopback.
+        loopback_cluster(9, "ECDSA-P256", STACKED)
+            .replace("vip: 127.9.0.100", "vip: 10.9.0.100")
+            .replace(
+                "loadBalancer:\n",
+                "loadBalancer:\n  vrrp: {interface: eth0, vrid: 9, advertInterval: 1s}\n",
+            ),
+    ];
+    let mut loaded = 0;
+    for (n, yaml) in variants.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = bootstrap_yaml(dir.path(), yaml, &[]);
+        for entry in std::fs::read_dir(&out).unwrap() {
+            let path = entry.unwrap().path().join("apilb.yaml");
+            if !path.exists() {
+                continue;
+            }
+            let cfg = Config::load(&path).unwrap_or_else(|e| panic!("variant {n}: {e}"));
+            assert_eq!(cfg.backends.len(), 3, "{}", path.display());
+            assert_eq!(cfg.vip.is_some(), n == 1, "{}", path.display());
+            loaded += 1;
+        }
+    }
+    assert_eq!(loaded, 4, "two LB hosts per variant");
+}
+
 #[test]
 fn systemd_unit() {
     let dir = tempfile::tempdir().unwrap();

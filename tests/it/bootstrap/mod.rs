@@ -148,7 +148,7 @@ fn strict_parse_refuses_what_kubeadm_would_not_get_from_us() {
     );
     let text = read(&out.join("master-1/kubeadm.yaml"));
     let bad = text.replace("clusterName:", "unknownField: 1\nclusterName:");
-    let e = kubeadm::parse(&bad).unwrap_err();
+    let e = kubeadm::parse(&bad).unwrap_err().to_string();
     assert!(e.contains("unknownField"), "{e}");
     let v3 = text.replace("kubeadm.k8s.io/v1beta4", "kubeadm.k8s.io/v1beta3");
     assert!(
@@ -159,6 +159,7 @@ fn strict_parse_refuses_what_kubeadm_would_not_get_from_us() {
     assert!(
         kubeadm::parse(&kind)
             .unwrap_err()
+            .to_string()
             .contains("UpgradeConfiguration")
     );
 }

@@ -40,6 +40,17 @@ impl Locations {
         }
     }
 
+    /// The position of the key that ends `path` (`backends[0].adress` points at `adress`),
+    /// if the document has it.
+    pub(crate) fn key(&self, path: &str) -> Option<Position> {
+        self.keys.get(path).copied()
+    }
+
+    /// Whether the document writes the key `path` itself.
+    pub(crate) fn has_key(&self, path: &str) -> bool {
+        self.keys.contains_key(path)
+    }
+
     /// The position of the value at `path`; for a missing value, that of the key of its
     /// closest present ancestor.
     pub(crate) fn find(&self, path: &str) -> Position {
@@ -62,8 +73,13 @@ impl Locations {
 /// One open collection while walking the events.
 #[derive(Debug)]
 enum Frame {
-    /// In a mapping: the key just read, if the next scalar is its value.
-    Map { path: String, key: Option<String> },
+    /// In a mapping: the key just read, if the next scalar is its value; `fresh` until the
+    /// first key.
+    Map {
+        path: String,
+        key: Option<String>,
+        fresh: bool,
+    },
     /// In a sequence: the index of the next item.
     Seq { path: String, next: usize },
 }
@@ -85,7 +101,7 @@ impl Walker {
                 *next += 1;
                 Some(p)
             }
-            Some(Frame::Map { path, key }) => key.take().map(|k| {
+            Some(Frame::Map { path, key, .. }) => key.take().map(|k| {
                 if path.is_empty() {
                     k
                 } else {
@@ -116,13 +132,23 @@ impl MarkedEventReceiver for Walker {
                 Some(path) => self.record(&path, mark),
                 None => {
                     // A mapping key: remember it for the value that follows.
-                    if let Some(Frame::Map { path, key }) = self.stack.last_mut() {
+                    if let Some(Frame::Map { path, key, fresh }) = self.stack.last_mut() {
                         let full = if path.is_empty() {
                             text.clone()
                         } else {
                             format!("{path}.{text}")
                         };
                         self.keys.entry(full).or_insert_with(|| position(mark));
+                        // A block mapping's start event is marked at its first `:`; the
+                        // mapping starts where its first key does.
+                        if std::mem::take(fresh) {
+                            let here = position(mark);
+                            if let Some(start) = self.values.get_mut(path.as_str()) {
+                                if (here.line, here.column) < (start.line, start.column) {
+                                    *start = here;
+                                }
+                            }
+                        }
                         *key = Some(text);
                     }
                 }
@@ -130,7 +156,11 @@ impl MarkedEventReceiver for Walker {
             Event::MappingStart(..) => {
                 let path = self.next_path().unwrap_or_default();
                 self.record(&path, mark);
-                self.stack.push(Frame::Map { path, key: None });
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    fresh: true,
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.next_path().unwrap_or_default();
