@@ -393,4 +393,162 @@ mod tests {
             "vip: a vip section was added; restart apilb to apply it"
         );
     }
+
+    /// Generated pairs of configs: a config compared with itself changes nothing, and two
+    /// configs that differ in anything the runtime uses differ in at least one slice (a
+    /// field the diff forgot fails here). Half the pairs differ in one knob only, so every
+    /// field is also seen changing alone.
+    #[test]
+    fn generated_pairs_differ_exactly_when_some_slice_does() {
+        let mut seed: u64 = std::env::var("APILB_DIFF_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5eed_d1ff);
+        eprintln!("seed {seed} (APILB_DIFF_SEED={seed} replays it)");
+        let mut next = move |n: usize| -> usize {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        // Each knob: its choices ("" = left out).
+        let knobs: Vec<Vec<&str>> = vec![
+            vec![
+                "listen: [\"127.0.0.1:6443\"]\n",
+                "listen: [\"127.0.0.1:6443\", \"127.0.0.1:6444\"]\n",
+                "listen: [\"127.0.0.1:6444\"]\n",
+            ],
+            vec!["", "balance: round-robin\n", "balance: random-two\n"],
+            vec!["", "maxConnections: 10\n"],
+            vec!["", "forwarding: copy\n", "forwarding: splice\n"],
+            vec![
+                "",
+                "timeouts: {idle: 2h}\n",
+                "timeouts: {connect: 1s, drain: 5s}\n",
+            ],
+            vec![
+                "",
+                "listener: {backlog: 16}\n",
+                "listener: {reusePort: true}\n",
+            ],
+            vec!["", "tcp: {userTimeout: 5s}\n"],
+            vec![
+                "",
+                "health: {interval: 7s}\n",
+                "health: {kind: tcp, rise: 3}\n",
+            ],
+            vec![
+                "",
+                "metrics: {listen: \"127.0.0.1:9441\"}\n",
+                "metrics: {listen: \"127.0.0.1:9442\", admin: any}\n",
+                "metrics: {listen: \"127.0.0.1:9441\", watchCertificates: [/etc/a.crt]}\n",
+            ],
+            vec!["", "resolvers: [\"127.0.0.53\"]\n", "dnsTtl: {min: 1s}\n"],
+            vec![
+                "",
+                "vip: {interface: eth0, vrid: 51, addresses: [\"10.0.0.100/24\"]}\n",
+                "vip: {interface: eth0, vrid: 51, priority: 90, addresses: [\"10.0.0.100/24\"]}\n",
+            ],
+            // Backends @a, @b, @c: absent, by IP, by IP with weight 3, by DNS name, with a
+            // health override, with checks off.
+            vec![
+                "",
+                "@a",
+                "@a|weight: 3",
+                "@a|dns",
+                "@a|health: {fall: 4}",
+                "@a|health: {kind: none}",
+            ],
+            vec![
+                "",
+                "@b",
+                "@b|weight: 3",
+                "@b|dns",
+                "@b|health: {fall: 4}",
+                "@b|health: {kind: none}",
+            ],
+            vec![
+                "",
+                "@c",
+                "@c|weight: 3",
+                "@c|dns",
+                "@c|health: {fall: 4}",
+                "@c|health: {kind: none}",
+            ],
+        ];
+        let build = |genes: &[usize]| -> Config {
+            let mut yaml = String::new();
+            let mut backends = String::new();
+            for (knob, &g) in knobs.iter().zip(genes) {
+                let v = knob[g];
+                let Some(backend) = v.strip_prefix('@') else {
+                    yaml.push_str(v);
+                    continue;
+                };
+                match backend.split_once('|') {
+                    None => backends.push_str(&format!(
+                        "  - {{name: {backend}, address: \"127.0.0.1:70{}\"}}\n",
+                        backend.as_bytes()[0]
+                    )),
+                    Some((name, "dns")) => backends.push_str(&format!(
+                        "  - {{name: {name}, address: \"{name}.example:6443\"}}\n"
+                    )),
+                    Some((name, extra)) => backends.push_str(&format!(
+                        "  - {{name: {name}, address: \"127.0.0.1:70{}\", {extra}}}\n",
+                        name.as_bytes()[0]
+                    )),
+                }
+            }
+            if backends.is_empty() {
+                backends.push_str("  - {name: z, address: \"127.0.0.1:7009\"}\n");
+            }
+            yaml.push_str("backends:\n");
+            yaml.push_str(&backends);
+            match Config::from_yaml(&yaml, "gen.yaml") {
+                Ok(c) => c,
+                Err(e) => panic!("generated an invalid config:\n{yaml}\n{e}"),
+            }
+        };
+        // The global health section reaches the runtime only through the backends'
+        // effective settings, which the comparison covers.
+        let runtime = |c: &Config| Config {
+            health: Default::default(),
+            ..c.clone()
+        };
+        let mut differing = 0;
+        for round in 0..4000 {
+            let a_genes: Vec<usize> = knobs.iter().map(|k| next(k.len())).collect();
+            let mut b_genes = a_genes.clone();
+            if round % 2 == 0 {
+                let k = next(knobs.len());
+                b_genes[k] = next(knobs[k].len());
+            } else {
+                b_genes = knobs.iter().map(|k| next(k.len())).collect();
+            }
+            let (a, b) = (build(&a_genes), build(&b_genes));
+            assert!(ConfigDiff::new(&a, &a).expect("itself").is_empty());
+            match ConfigDiff::new(&a, &b) {
+                Ok(d) => {
+                    assert_eq!(
+                        d.is_empty(),
+                        runtime(&a) == runtime(&b),
+                        "{a:#?}\n{b:#?}\n{d:#?}"
+                    );
+                    differing += usize::from(!d.is_empty());
+                    // Swapping the two adds what was removed and removes what was added.
+                    let back = ConfigDiff::new(&b, &a).expect("live both ways");
+                    assert_eq!(back.listeners.added, d.listeners.removed);
+                    assert_eq!(back.listeners.removed, d.listeners.added);
+                }
+                Err(e) => {
+                    assert!(a.vip != b.vip, "only the vip section refuses: {e}");
+                    assert!(ConfigDiff::new(&b, &a).is_err(), "refused both ways");
+                }
+            }
+        }
+        assert!(
+            differing > 1500,
+            "the generator varies configs: {differing}"
+        );
+    }
 }
