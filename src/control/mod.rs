@@ -16,6 +16,7 @@
 //! established connections get `timeouts.drain` to finish and the rest are cut, then checks
 //! and DNS stop, and the admin endpoint last. A second SIGTERM/SIGINT cuts at once.
 
+mod notify;
 mod reload;
 
 use std::future::Future;
@@ -42,6 +43,7 @@ use crate::metrics::{Metrics, VipMetrics};
 use crate::proxy::{Proxy, ShutdownReport};
 use crate::vip::Vip;
 
+pub use notify::Notifier;
 pub use reload::{ReloadError, ReloadReport};
 
 /// What the process is asked to do.
@@ -183,6 +185,8 @@ pub struct Server {
     admin: StdMutex<Option<AdminRun>>,
     /// The check TLS files' bytes at the last (re)load.
     tls_material: StdMutex<reload::TlsMaterial>,
+    /// systemd's notify socket, when there is one.
+    notifier: Notifier,
     /// Cancelled last: everything stops.
     root: CancellationToken,
     /// Health checks, DNS watches and the backend event consumer.
@@ -286,6 +290,7 @@ impl Server {
             admin_state,
             admin: StdMutex::new(None),
             tls_material: StdMutex::new(tls_material),
+            notifier: Notifier::from_env(),
             root,
             checks_stop,
             tracker,
@@ -358,8 +363,10 @@ impl Server {
         self.config.lock().await.clone()
     }
 
-    /// Apply `controls` until the process has shut down.
+    /// Apply `controls` until the process has shut down. Tells systemd (when it listens)
+    /// READY=1 once the first round of checks has run, and keeps its status line current.
     pub async fn run(self, mut controls: impl Controls) -> ShutdownReport {
+        self.ready().await;
         loop {
             match controls.recv().await {
                 Some(Control::Reload) => self.reload_from_file().await,
@@ -371,12 +378,80 @@ impl Server {
         self.stop(drain, Some(controls)).await
     }
 
+    /// After the first round of checks (bounded by the slowest first check): READY=1, the
+    /// status line kept current, and the watchdog fed from the data plane.
+    async fn ready(&self) {
+        let limit = {
+            let config = self.config.lock().await;
+            config
+                .backends
+                .iter()
+                .map(|b| b.health.fast_interval + b.health.timeout)
+                .max()
+                .unwrap_or_default()
+                + Duration::from_secs(1)
+        };
+        if tokio::time::timeout(limit, self.checks.first_round())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the first health checks did not all finish within {}; ready anyway",
+                humantime::format_duration(limit)
+            );
+        }
+        // Subscribed before the first status line is built, so no change after it is missed.
+        let mut view = self.backends.subscribe();
+        let mut vip = self.vip.as_ref().map(|v| v.subscribe());
+        {
+            let v = view.borrow_and_update().clone();
+            let vs = vip.as_mut().map(|r| r.borrow_and_update().clone());
+            self.notifier.ready(&notify::status_line(&v, vs.as_ref()));
+        }
+        let notifier = self.notifier;
+        let stop = self.root.child_token();
+        self.tracker.spawn(async move {
+            loop {
+                let vip_changed = async {
+                    match vip.as_mut() {
+                        Some(v) => v.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = view.changed() => if r.is_err() { return },
+                    ok = vip_changed => if !ok { vip = None },
+                }
+                let v = view.borrow_and_update().clone();
+                let vs = vip.as_mut().map(|r| r.borrow_and_update().clone());
+                notifier.status(&notify::status_line(&v, vs.as_ref()));
+            }
+        });
+        if let Some(every) = Notifier::watchdog_every() {
+            tracing::info!(every = %humantime::format_duration(every), "systemd watchdog on");
+            let notifier = self.notifier;
+            self.tracker
+                .spawn(self.proxy.heartbeat(every, move || notifier.watchdog()));
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let vip = self.vip.as_ref().map(|v| v.status());
+        notify::status_line(&self.backends.view(), vip.as_ref())
+    }
+
     /// Shut down in the HA order with up to `drain` for established connections.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
         self.stop(drain, None::<NoControls>).await
     }
 
     async fn stop<C: Controls>(&self, drain: Duration, mut controls: Option<C>) -> ShutdownReport {
+        self.notifier.stopping(&format!(
+            "draining {} connections for up to {}",
+            self.proxy.active_connections(),
+            humantime::format_duration(drain)
+        ));
         if let Some(v) = &self.vip {
             self.release_vip(v, drain).await;
         }

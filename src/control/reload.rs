@@ -55,6 +55,7 @@ pub struct ReloadReport {
 impl Server {
     /// Re-read the config file and apply it; log and count the outcome.
     pub(super) async fn reload_from_file(&self) {
+        self.notifier.reloading();
         let result = match Config::load(&self.path) {
             Ok(c) => self.reload(c).await,
             Err(e) => Err(e.into()),
@@ -86,6 +87,8 @@ impl Server {
                 tracing::error!("reload failed, keeping the running config:\n{}", chain(&e));
             }
         }
+        // Running again, with the new config or the old one.
+        self.notifier.ready(&self.status_line());
     }
 
     /// Apply `new` (already checked) without dropping established connections.

@@ -10,6 +10,7 @@
 //! series in step with the endpoints, and starts or stops their checks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -75,6 +76,8 @@ pub fn load_tls(config: &Config) -> Result<TlsConfigs, Vec<TlsError>> {
 struct Running {
     backend: Arc<Backend>,
     stop: CancellationToken,
+    /// Set once its first check has finished.
+    probed: Arc<AtomicBool>,
 }
 
 /// Runs the checks of every endpoint of a [`BackendSet`].
@@ -88,6 +91,8 @@ pub struct Checks {
     tls: Mutex<TlsConfigs>,
     /// By endpoint name.
     running: Mutex<HashMap<String, Running>>,
+    /// Bumped each time a check task finishes its first check.
+    first_checks: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Checks {
@@ -107,6 +112,22 @@ impl Checks {
             stop,
             tls: Mutex::new(tls),
             running: Mutex::new(HashMap::new()),
+            first_checks: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    /// Resolves once every running check task has finished its first check (at once when
+    /// no backend is checked).
+    pub async fn first_round(&self) {
+        let mut rx = self.first_checks.subscribe();
+        loop {
+            rx.mark_unchanged();
+            let done = lock(&self.running)
+                .values()
+                .all(|r| r.probed.load(Ordering::Acquire));
+            if done || rx.changed().await.is_err() {
+                return;
+            }
         }
     }
 
@@ -149,18 +170,24 @@ impl Checks {
                 }
             };
             let stop = self.stop.child_token();
+            let probed = Arc::new(AtomicBool::new(false));
             self.tracker.spawn(check_loop(
                 Arc::clone(backend),
                 Arc::clone(&self.backends),
                 prober,
                 self.metrics.clone(),
                 stop.clone(),
+                FirstCheck {
+                    probed: Arc::clone(&probed),
+                    tell: Arc::clone(&self.first_checks),
+                },
             ));
             running.insert(
                 backend.name().to_owned(),
                 Running {
                     backend: Arc::clone(backend),
                     stop,
+                    probed,
                 },
             );
             started += 1;
@@ -249,12 +276,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How a check task reports that its first check has finished.
+struct FirstCheck {
+    probed: Arc<AtomicBool>,
+    tell: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
 async fn check_loop(
     backend: Arc<Backend>,
     set: Arc<BackendSet>,
     prober: Prober,
     metrics: Metrics,
     stop: CancellationToken,
+    first_check: FirstCheck,
 ) {
     let cfg = backend.health_config();
     let first = rand::rng().random_range(0..=cfg.fast_interval.as_millis() as u64);
@@ -279,6 +313,9 @@ async fn check_loop(
         }
         if let Some(t) = backend.on_check(outcome, now) {
             set.publish(&backend, t);
+        }
+        if !first_check.probed.swap(true, Ordering::AcqRel) {
+            first_check.tell.send_modify(|n| *n += 1);
         }
         let cfg = backend.health_config();
         delay = if backend.health().in_transition() {

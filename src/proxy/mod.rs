@@ -270,6 +270,27 @@ impl Proxy {
         self.drain(limit).await
     }
 
+    /// A future that calls `alive` every `every` for as long as the data plane runs (until
+    /// its cut token), for systemd's watchdog. With today's single runtime a tick proves
+    /// the runtime still schedules the data plane's tasks.
+    pub fn heartbeat(
+        &self,
+        every: Duration,
+        alive: impl Fn() + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let cut = self.cut.clone();
+        async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = cut.cancelled() => return,
+                    _ = tick.tick() => alive(),
+                }
+            }
+        }
+    }
+
     /// Cut every established connection now (the end of a drain, or a forced stop).
     pub fn cut_now(&self) {
         self.cut.cancel();

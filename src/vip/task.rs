@@ -129,6 +129,11 @@ impl Vip {
         self.status.borrow().clone()
     }
 
+    /// Watch the state (the status line systemd shows).
+    pub fn subscribe(&self) -> watch::Receiver<VipStatus> {
+        self.status.clone()
+    }
+
     /// Wait until the state is `state` (tests, drills).
     pub async fn wait_state(&self, state: State) {
         let mut rx = self.status.clone();
