@@ -168,9 +168,11 @@ pub fn bootstrap(cluster: &Cluster, out: &Path, opts: &Options) -> Result<Report
     // The CA hash, from the CA as it will be on disk.
     let ca_rel = Path::new(&first.name).join("pki/ca.crt");
     let ca_hash = match plan.text(&ca_rel) {
-        Ok(Some(text)) => pki::report::ca_cert_hash_pem(&text).map_err(|e| (ca_rel.clone(), e)),
+        Ok(Some(text)) => {
+            pki::report::ca_cert_hash_pem(&text).map_err(|e| (ca_rel.clone(), e.to_string()))
+        }
         Ok(None) => Err((ca_rel.clone(), "is missing".to_owned())),
-        Err(e) => Err((ca_rel.clone(), e)),
+        Err(e) => Err((ca_rel.clone(), e.to_string())),
     };
     let ca_hash = match ca_hash {
         Ok(h) => h,
@@ -538,9 +540,9 @@ fn join_hash_problems(c: &Cluster, plan: &pki::Plan, files: &[File]) -> Vec<Stri
         };
         let ca_rel = Path::new(ca_owner).join("pki/ca.crt");
         let ca_hash = match plan.text(&ca_rel) {
-            Ok(Some(t)) => pki::report::ca_cert_hash_pem(&t),
+            Ok(Some(t)) => pki::report::ca_cert_hash_pem(&t).map_err(|e| e.to_string()),
             Ok(None) => Err("is missing".to_owned()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         let ca_hash = match ca_hash {
             Ok(h) => h,

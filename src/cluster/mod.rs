@@ -656,10 +656,12 @@ impl TryFrom<RawCluster> for Cluster {
         // pki
         let algorithm = match raw.pki.encryption_algorithm.as_deref() {
             None | Some("") => KeyAlgorithm::default(),
-            Some(s) => s.parse().unwrap_or_else(|e: String| {
-                p.push("pki.encryptionAlgorithm", e);
-                KeyAlgorithm::default()
-            }),
+            Some(s) => s
+                .parse()
+                .unwrap_or_else(|e: crate::pki::key::UnknownAlgorithm| {
+                    p.push("pki.encryptionAlgorithm", e.to_string());
+                    KeyAlgorithm::default()
+                }),
         };
         let cert_sans = parse_sans(&mut p, "pki.certSANs", &raw.pki.cert_sans);
         let ca_validity = parse_duration(
