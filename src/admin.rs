@@ -310,13 +310,8 @@ pub fn certificate_paths(config: &Config) -> Vec<PathBuf> {
 }
 
 /// notAfter of the first certificate in a PEM file, as Unix seconds.
-pub fn certificate_not_after(path: &Path) -> Result<i64, String> {
-    let data = std::fs::read(path).map_err(|e| e.to_string())?;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(&data).map_err(|e| format!("not PEM: {e}"))?;
-    let cert = pem
-        .parse_x509()
-        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
-    Ok(cert.validity().not_after.timestamp())
+pub fn certificate_not_after(path: &Path) -> Result<i64, crate::pki::pem::FileError> {
+    crate::pki::pem::certificate_not_after(path).map(time::OffsetDateTime::unix_timestamp)
 }
 
 fn refresh_certificates(state: &AdminState) {

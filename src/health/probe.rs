@@ -3,7 +3,7 @@
 //! TLS. A probe never outlives its timeout.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -46,19 +45,23 @@ pub enum TlsError {
 }
 
 /// Build the rustls client config for checks from `tls` (aws-lc-rs provider). `key` is the
-/// config key prefix for errors (e.g. `health.tls`).
+/// config key prefix for errors (e.g. `health.tls`). The files are read with
+/// [`crate::pki::pem`]; a key that is not the private half of the certificate is refused.
 pub fn client_config(tls: &CheckTls, key: &str) -> Result<Arc<ClientConfig>, TlsError> {
-    let file_err = |k: &str, path: &Path, why: String| TlsError::File {
+    use crate::pki::pem::{self, FileError, PemError};
+    let file_err = |k: &str, e: FileError| TlsError::File {
         key: format!("{key}.{k}"),
-        path: path.to_owned(),
-        why,
+        path: e.path,
+        why: e.problem.to_string(),
     };
-    let cas = read_certs(&tls.ca).map_err(|why| file_err("ca", &tls.ca, why))?;
+    let cas = pem::read_certificates(&tls.ca).map_err(|e| file_err("ca", e))?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in cas {
-        roots
-            .add(ca)
-            .map_err(|e| file_err("ca", &tls.ca, format!("not a usable CA certificate: {e}")))?;
+        roots.add(ca).map_err(|e| TlsError::File {
+            key: format!("{key}.ca"),
+            path: tls.ca.clone(),
+            why: format!("not a usable CA certificate: {e}"),
+        })?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
@@ -70,9 +73,14 @@ pub fn client_config(tls: &CheckTls, key: &str) -> Result<Arc<ClientConfig>, Tls
         .with_root_certificates(roots);
     let config = match (&tls.cert, &tls.key) {
         (Some(cert), Some(k)) => {
-            let chain = read_certs(cert).map_err(|why| file_err("cert", cert, why))?;
-            let private =
-                PrivateKeyDer::from_pem_file(k).map_err(|e| file_err("key", k, pem_error(e)))?;
+            let (chain, private) = pem::read_identity(cert, k).map_err(|e| {
+                let which = match e.problem {
+                    PemError::KeyMismatch { .. } => "key",
+                    _ if e.path == *cert => "cert",
+                    _ => "key",
+                };
+                file_err(which, e)
+            })?;
             builder
                 .with_client_auth_cert(chain, private)
                 .map_err(|e| TlsError::Rejected {
@@ -83,26 +91,6 @@ pub fn client_config(tls: &CheckTls, key: &str) -> Result<Arc<ClientConfig>, Tls
         _ => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
-}
-
-/// A PEM reading error in words: the I/O error itself, or what is wrong with the text.
-fn pem_error(e: rustls::pki_types::pem::Error) -> String {
-    match e {
-        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
-        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of the expected type".into(),
-        other => format!("bad PEM: {other}"),
-    }
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(pem_error)?
-        .collect::<Result<_, _>>()
-        .map_err(pem_error)?;
-    if certs.is_empty() {
-        return Err("no CERTIFICATE in the file".into());
-    }
-    Ok(certs)
 }
 
 /// A TLS server name to verify that is neither a DNS name nor an IP address.

@@ -15,8 +15,44 @@ use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::key::PrivateKey;
-use super::pem;
+use super::pem::{self, PemError};
 use crate::cluster::San;
+
+/// Why a CA could not be loaded or made, or a certificate not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// The PEM text or the certificate in it.
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    /// A certificate used as a CA is not one.
+    #[error("is not a CA certificate (basicConstraints CA:FALSE or absent)")]
+    NotCa,
+    /// A CA key that is not the private half of its certificate.
+    #[error("{base}.key does not match {base}.crt")]
+    KeyMismatch {
+        /// The CA's base name (`ca`, `etcd/ca` ...).
+        base: &'static str,
+    },
+    /// The system random generator failed (serial numbers).
+    #[error("the system random generator failed")]
+    Random,
+    /// A DNS name rcgen refuses as a SAN.
+    #[error("bad DNS SAN {name:?}: {detail}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why.
+        detail: String,
+    },
+    /// Signing failed.
+    #[error("cannot sign {what}: {detail}")]
+    Sign {
+        /// What was being signed, or with what.
+        what: String,
+        /// What rcgen said.
+        detail: String,
+    },
+}
 
 /// NotBefore is backdated by this much (kubeadm's `CertificateBackdate`), so that a small
 /// clock skew between this machine and the nodes does not make fresh certificates invalid.
@@ -202,10 +238,10 @@ fn dn_value(s: &str) -> DnValue {
 }
 
 /// A random serial in [1, 2^63 − 1), as kubeadm draws it.
-fn random_serial() -> Result<SerialNumber, String> {
+fn random_serial() -> Result<SerialNumber, CertError> {
     loop {
         let mut b = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut b).map_err(|_| "the system random generator failed")?;
+        aws_lc_rs::rand::fill(&mut b).map_err(|_| CertError::Random)?;
         let v = u64::from_be_bytes(b) & (u64::MAX >> 1);
         if v != 0 && v != u64::MAX >> 1 {
             let bytes = v.to_be_bytes();
@@ -217,15 +253,11 @@ fn random_serial() -> Result<SerialNumber, String> {
 
 impl CaCert {
     /// Parse a CA certificate file: the first `CERTIFICATE` block must be a CA.
-    pub fn from_pem(kind: CaKind, text: &str) -> Result<CaCert, String> {
-        let der = pem::certificates(text)?
-            .into_iter()
-            .next()
-            .ok_or("no CERTIFICATE block")?;
-        let (_, x) = X509Certificate::from_der(&der)
-            .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+    pub fn from_pem(kind: CaKind, text: &str) -> Result<CaCert, CertError> {
+        let der = pem::first_certificate(text)?;
+        let x = pem::parse_certificate(&der)?;
         if !x.is_ca() {
-            return Err("is not a CA certificate (basicConstraints CA:FALSE or absent)".into());
+            return Err(CertError::NotCa);
         }
         Ok(CaCert {
             kind,
@@ -252,9 +284,8 @@ impl CaCert {
     }
 
     /// The SubjectPublicKeyInfo DER.
-    pub fn spki_der(&self) -> Result<Vec<u8>, String> {
-        let (_, x) = X509Certificate::from_der(&self.cert.der)
-            .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+    pub fn spki_der(&self) -> Result<Vec<u8>, PemError> {
+        let x = pem::parse_certificate(&self.cert.der)?;
         Ok(x.tbs_certificate.subject_pki.raw.to_vec())
     }
 
@@ -270,7 +301,7 @@ impl CaCert {
         let mut problems = Vec::new();
         let ders = match pem::certificates(chain_pem) {
             Ok(d) => d,
-            Err(e) => return vec![e],
+            Err(e) => return vec![e.to_string()],
         };
         let leaf_der = CertificateDer::from(ders[0].as_slice());
         let intermediates: Vec<CertificateDer<'_>> = ders[1..]
@@ -390,7 +421,7 @@ pub fn format_time(t: OffsetDateTime) -> String {
 
 impl Ca {
     /// A new self-signed CA with a new key.
-    pub fn generate(kind: CaKind, key: PrivateKey, window: Window) -> Result<Ca, String> {
+    pub fn generate(kind: CaKind, key: PrivateKey, window: Window) -> Result<Ca, CertError> {
         let mut params = CertificateParams::default();
         params.not_before = window.not_before;
         params.not_after = window.not_after;
@@ -404,14 +435,18 @@ impl Ca {
             KeyUsagePurpose::KeyEncipherment,
             KeyUsagePurpose::KeyCertSign,
         ];
-        params.subject_alt_names = vec![SanType::DnsName(
-            kind.common_name()
-                .try_into()
-                .map_err(|e| format!("bad CA name: {e}"))?,
-        )];
+        params.subject_alt_names = vec![SanType::DnsName(kind.common_name().try_into().map_err(
+            |e: rcgen::Error| CertError::BadName {
+                name: kind.common_name().to_owned(),
+                detail: e.to_string(),
+            },
+        )?)];
         let cert = params
             .self_signed(key.pair())
-            .map_err(|e| format!("cannot sign the {} certificate: {e}", kind.base()))?;
+            .map_err(|e| CertError::Sign {
+                what: format!("the {} certificate", kind.base()),
+                detail: e.to_string(),
+            })?;
         let der = cert.der().to_vec();
         Ok(Ca {
             cert: CaCert {
@@ -426,13 +461,11 @@ impl Ca {
     }
 
     /// Pair a CA certificate with its key; they must match.
-    pub fn new(cert: CaCert, key: PrivateKey) -> Result<Ca, String> {
+    pub fn new(cert: CaCert, key: PrivateKey) -> Result<Ca, CertError> {
         if cert.spki_der()? != key.spki_der() {
-            return Err(format!(
-                "{}.key does not match {}.crt",
-                cert.kind.base(),
-                cert.kind.base()
-            ));
+            return Err(CertError::KeyMismatch {
+                base: cert.kind.base(),
+            });
         }
         Ok(Ca { cert, key })
     }
@@ -453,9 +486,8 @@ impl Ca {
         profile: &Profile,
         key: &PrivateKey,
         window: Window,
-    ) -> Result<CertPem, String> {
-        let (_, ca) = X509Certificate::from_der(&self.cert.cert.der)
-            .map_err(|e| format!("the CA certificate does not parse: {e}"))?;
+    ) -> Result<CertPem, CertError> {
+        let ca = pem::parse_certificate(&self.cert.cert.der)?;
         let ca_end = ca.validity().not_after.to_datetime();
         let mut params = CertificateParams::default();
         params.not_before = window.not_before;
@@ -482,11 +514,14 @@ impl Ca {
             .collect();
         params.use_authority_key_identifier_extension = true;
         for d in &profile.sans.dns {
-            params.subject_alt_names.push(SanType::DnsName(
-                d.as_str()
-                    .try_into()
-                    .map_err(|e| format!("bad DNS SAN {d:?}: {e}"))?,
-            ));
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(d.as_str().try_into().map_err(
+                    |e: rcgen::Error| CertError::BadName {
+                        name: d.clone(),
+                        detail: e.to_string(),
+                    },
+                )?));
         }
         for ip in &profile.sans.ips {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
@@ -495,10 +530,16 @@ impl Ca {
             &CertificateDer::from(self.cert.cert.der.as_slice()),
             self.key.pair(),
         )
-        .map_err(|e| format!("cannot use {}.crt as issuer: {e}", self.cert.kind.base()))?;
+        .map_err(|e| CertError::Sign {
+            what: format!("with {}.crt", self.cert.kind.base()),
+            detail: e.to_string(),
+        })?;
         let cert = params
             .signed_by(key.pair(), &issuer)
-            .map_err(|e| format!("cannot sign: {e}"))?;
+            .map_err(|e| CertError::Sign {
+                what: format!("a {} certificate", profile.common_name),
+                detail: e.to_string(),
+            })?;
         let der = cert.der().to_vec();
         Ok(CertPem {
             pem: pem::encode("CERTIFICATE", &der),
@@ -526,13 +567,9 @@ pub struct CertInfo {
 
 impl CertInfo {
     /// Read the first certificate of a PEM text.
-    pub fn from_pem(text: &str) -> Result<CertInfo, String> {
-        let der = pem::certificates(text)?
-            .into_iter()
-            .next()
-            .ok_or("no CERTIFICATE block")?;
-        let (_, x) = X509Certificate::from_der(&der)
-            .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+    pub fn from_pem(text: &str) -> Result<CertInfo, PemError> {
+        let der = pem::first_certificate(text)?;
+        let x = pem::parse_certificate(&der)?;
         Ok(CertInfo::from_x509(&x))
     }
 

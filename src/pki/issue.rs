@@ -13,6 +13,12 @@
 //!   reissued with its existing key.
 //! - Planning collects every problem before anything is written; a second identical run
 //!   writes nothing.
+//!
+//! Key generation (seconds of CPU per RSA key) runs in parallel: with an RSA algorithm the
+//! plan is first walked with stand-in ECDSA keys to count the keys it needs, then that many
+//! are generated on one thread per core, and the plan is walked again taking them in order.
+//! Both walks see the same files, so they make the same decisions; the layout and every
+//! decision are those of a sequential run. ECDSA keys are cheap and made inline.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,10 +26,10 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use super::cert::{Ca, CaCert, CaKind, CertInfo, Window};
-use super::key::PrivateKey;
+use super::key::{self, KeyAlgorithm, KeyError, PrivateKey};
 use super::kubeconfig::Kubeconfig;
 use super::spec::{self, KubeconfigSpec, LeafSpec};
-use super::store::{self, PUBLIC_MODE, SECRET_MODE, Write};
+use super::store::{self, PUBLIC_MODE, ReadError, SECRET_MODE, Write};
 use super::{Error, pem, rbac};
 use crate::cluster::{Cluster, Etcd};
 
@@ -101,15 +107,33 @@ pub struct Plan {
 /// problem is collected and nothing is written.
 pub fn plan(cluster: &Cluster, out: &Path, opts: Options) -> Result<Plan, Error> {
     preflight(out)?;
-    let mut p = Planner {
-        root: out,
-        opts,
-        writes: Vec::new(),
-        rows: Vec::new(),
-        problems: Vec::new(),
-        cache: HashMap::new(),
+    let walk = |keys: KeySource| {
+        let mut p = Planner {
+            root: out,
+            opts,
+            writes: Vec::new(),
+            rows: Vec::new(),
+            problems: Vec::new(),
+            cache: HashMap::new(),
+            keys,
+        };
+        p.plan(cluster);
+        p
     };
-    p.plan(cluster);
+    let alg = cluster.pki.algorithm;
+    let p = if matches!(alg, KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384) {
+        walk(KeySource::Inline)
+    } else {
+        let counted = walk(KeySource::Counting { count: 0 });
+        match counted.keys {
+            // No key needed (a re-run or a renewal): the stand-ins were never used, so this
+            // walk is the plan. With problems, the second walk would find the same ones.
+            KeySource::Counting { count } if count > 0 && counted.problems.is_empty() => {
+                walk(KeySource::Pool(key::generate_many(alg, count).into_iter()))
+            }
+            _ => counted,
+        }
+    };
     if !p.problems.is_empty() {
         return Err(Error::Plan {
             out: out.to_owned(),
@@ -131,11 +155,11 @@ impl Plan {
 
     /// The text `rel` will have once the plan is committed: the planned content, else what is
     /// on disk now. `Err` for an unreadable file.
-    pub fn text(&self, rel: &Path) -> Result<Option<String>, String> {
+    pub fn text(&self, rel: &Path) -> Result<Option<String>, ReadError> {
         match self.writes.iter().rev().find(|w| w.rel == rel) {
             Some(w) => String::from_utf8(w.bytes.clone())
                 .map(Some)
-                .map_err(|_| "is not text".to_owned()),
+                .map_err(|_| ReadError::NotText),
             None => store::read_existing(&self.out, rel),
         }
     }
@@ -209,6 +233,20 @@ struct Placement {
     with_key: bool,
 }
 
+/// Where the planner takes new keys from.
+enum KeySource {
+    /// Generate each key when asked, in this thread.
+    Inline,
+    /// Hand out stand-in ECDSA P-256 keys (fast) and count how many real keys the plan needs.
+    Counting {
+        /// Keys asked for so far.
+        count: usize,
+    },
+    /// Keys generated in advance, in parallel; generated inline should they run out (if the
+    /// files changed between the two walks).
+    Pool(std::vec::IntoIter<Result<PrivateKey, KeyError>>),
+}
+
 struct Planner<'a> {
     root: &'a Path,
     opts: Options,
@@ -216,6 +254,7 @@ struct Planner<'a> {
     rows: Vec<Row>,
     problems: Vec<String>,
     cache: HashMap<PathBuf, Option<String>>,
+    keys: KeySource,
 }
 
 fn pki_dir(machine: &str) -> PathBuf {
@@ -269,7 +308,16 @@ impl Planner<'_> {
     }
 
     fn gen_key(&mut self, rel: &Path, cluster: &Cluster) -> Option<PrivateKey> {
-        match PrivateKey::generate(cluster.pki.algorithm) {
+        let alg = cluster.pki.algorithm;
+        let key = match &mut self.keys {
+            KeySource::Inline => PrivateKey::generate(alg),
+            KeySource::Counting { count } => {
+                *count += 1;
+                PrivateKey::generate(KeyAlgorithm::EcdsaP256)
+            }
+            KeySource::Pool(pool) => pool.next().unwrap_or_else(|| PrivateKey::generate(alg)),
+        };
+        match key {
             Ok(k) => Some(k),
             Err(e) => {
                 self.problem(rel, e);

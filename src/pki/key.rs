@@ -8,9 +8,37 @@ use std::str::FromStr;
 
 use aws_lc_rs::encoding::AsDer;
 use rcgen::{KeyPair, PublicKeyData, RsaKeySize};
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 
-use super::pem;
+use super::pem::{self, PemError};
+
+/// An `encryptionAlgorithm` that kubeadm does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{given:?} is not one of: RSA-2048, RSA-3072, RSA-4096, ECDSA-P256, ECDSA-P384")]
+pub struct UnknownAlgorithm {
+    /// What was given.
+    pub given: String,
+}
+
+/// A key could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The crypto library refused.
+    #[error("cannot generate a {alg} key: {detail}")]
+    Generate {
+        /// The algorithm.
+        alg: KeyAlgorithm,
+        /// What the library said.
+        detail: String,
+    },
+    /// The generated key has no kubeadm encoding (PKCS#1 or SEC1).
+    #[error("cannot encode a {alg} key as {format}")]
+    Encode {
+        /// The algorithm.
+        alg: KeyAlgorithm,
+        /// `PKCS#1` or `SEC1`.
+        format: &'static str,
+    },
+}
 
 /// kubeadm v1beta4 `encryptionAlgorithm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -57,15 +85,14 @@ impl fmt::Display for KeyAlgorithm {
 }
 
 impl FromStr for KeyAlgorithm {
-    type Err = String;
+    type Err = UnknownAlgorithm;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnknownAlgorithm> {
         KeyAlgorithm::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                let all: Vec<&str> = KeyAlgorithm::ALL.iter().map(|a| a.as_str()).collect();
-                format!("{s:?} is not one of: {}", all.join(", "))
+            .ok_or_else(|| UnknownAlgorithm {
+                given: s.to_owned(),
             })
     }
 }
@@ -86,8 +113,11 @@ impl fmt::Debug for PrivateKey {
 
 impl PrivateKey {
     /// A fresh key. Encoded as kubeadm does: PKCS#1 for RSA, SEC1 for ECDSA.
-    pub fn generate(alg: KeyAlgorithm) -> Result<PrivateKey, String> {
-        let err = |e: rcgen::Error| format!("cannot generate a {alg} key: {e}");
+    pub fn generate(alg: KeyAlgorithm) -> Result<PrivateKey, KeyError> {
+        let err = |e: rcgen::Error| KeyError::Generate {
+            alg,
+            detail: e.to_string(),
+        };
         let (pair, pem) = match alg {
             KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
                 let size = match alg {
@@ -96,8 +126,10 @@ impl PrivateKey {
                     _ => RsaKeySize::_2048,
                 };
                 let pair = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size).map_err(err)?;
-                let pkcs1 = pkcs8_inner_key(pair.serialized_der())
-                    .ok_or_else(|| format!("cannot encode a {alg} key as PKCS#1"))?;
+                let pkcs1 = pkcs8_inner_key(pair.serialized_der()).ok_or(KeyError::Encode {
+                    alg,
+                    format: "PKCS#1",
+                })?;
                 let pem = pem::encode("RSA PRIVATE KEY", pkcs1);
                 (pair, pem)
             }
@@ -118,7 +150,10 @@ impl PrivateKey {
                     aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(lc_alg, pair.serialized_der())
                         .ok()
                         .and_then(|k| k.private_key().as_der().ok())
-                        .ok_or_else(|| format!("cannot encode a {alg} key as SEC1"))?;
+                        .ok_or(KeyError::Encode {
+                            alg,
+                            format: "SEC1",
+                        })?;
                 let pem = pem::encode("EC PRIVATE KEY", sec1.as_ref());
                 (pair, pem)
             }
@@ -129,23 +164,9 @@ impl PrivateKey {
     /// Load a key from PEM text: the first `RSA PRIVATE KEY`, `EC PRIVATE KEY` or `PRIVATE KEY`
     /// block (others such as `EC PARAMETERS` are skipped, as kubeadm does). RSA and ECDSA
     /// P-256/P-384 only.
-    pub fn from_pem(text: &str) -> Result<PrivateKey, String> {
-        let blocks = pem::decode_all(text).map_err(|e| format!("not valid PEM: {e}"))?;
-        let (label, der) = blocks
-            .iter()
-            .find(|(l, _)| {
-                matches!(
-                    l.as_str(),
-                    "RSA PRIVATE KEY" | "EC PRIVATE KEY" | "PRIVATE KEY"
-                )
-            })
-            .ok_or("no RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY block")?;
-        let key: PrivateKeyDer<'_> = match label.as_str() {
-            "RSA PRIVATE KEY" => PrivatePkcs1KeyDer::from(der.as_slice()).into(),
-            "EC PRIVATE KEY" => PrivateSec1KeyDer::from(der.as_slice()).into(),
-            _ => PrivatePkcs8KeyDer::from(der.as_slice()).into(),
-        };
-        let pair = KeyPair::try_from(&key).map_err(|e| format!("cannot load the key: {e}"))?;
+    pub fn from_pem(text: &str) -> Result<PrivateKey, PemError> {
+        let key = pem::private_key(text)?;
+        let pair = KeyPair::try_from(&key).map_err(|e| PemError::BadKey(e.to_string()))?;
         let alg = pair.algorithm();
         let known = [
             &rcgen::PKCS_RSA_SHA256,
@@ -153,9 +174,7 @@ impl PrivateKey {
             &rcgen::PKCS_ECDSA_P384_SHA384,
         ];
         if !known.contains(&alg) {
-            return Err(format!(
-                "unsupported key type {alg:?} (only RSA and ECDSA P-256/P-384)"
-            ));
+            return Err(PemError::UnsupportedKey(format!("{alg:?}")));
         }
         Ok(PrivateKey {
             pair,
@@ -205,6 +224,50 @@ impl PrivateKey {
     pub(crate) fn pair(&self) -> &KeyPair {
         &self.pair
     }
+}
+
+/// `n` fresh keys of `alg`, generated on one thread per available core (RSA generation is
+/// seconds of CPU per key); index `i` of the result is the `i`-th key handed out. A worker
+/// that panicked leaves its keys to be generated in this thread.
+pub fn generate_many(alg: KeyAlgorithm, n: usize) -> Vec<Result<PrivateKey, KeyError>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(n);
+    if threads <= 1 {
+        return (0..n).map(|_| PrivateKey::generate(alg)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut slots: Vec<Option<Result<PrivateKey, KeyError>>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut made = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break made;
+                        }
+                        made.push((i, PrivateKey::generate(alg)));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            if let Ok(made) = w.join() {
+                for (i, key) in made {
+                    if let Some(slot) = slots.get_mut(i) {
+                        *slot = Some(key);
+                    }
+                }
+            }
+        }
+    });
+    slots
+        .into_iter()
+        .map(|k| k.unwrap_or_else(|| PrivateKey::generate(alg)))
+        .collect()
 }
 
 /// The `privateKey` OCTET STRING of a PKCS#8 `PrivateKeyInfo` (for RSA, the PKCS#1 key).
@@ -271,9 +334,25 @@ mod tests {
     fn rejects_ed25519_and_garbage() {
         let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
         let e = PrivateKey::from_pem(&ed.serialize_pem()).unwrap_err();
-        assert!(e.contains("unsupported key type"), "{e}");
+        assert!(matches!(e, PemError::UnsupportedKey(_)), "{e}");
+        assert!(e.to_string().starts_with("unsupported key type"), "{e}");
         let e = PrivateKey::from_pem("hello").unwrap_err();
-        assert_eq!(e, "no RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY block");
+        assert_eq!(
+            e.to_string(),
+            "no RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY block"
+        );
+    }
+
+    #[test]
+    fn generate_many_gives_distinct_keys_in_order() {
+        let keys: Vec<PrivateKey> = generate_many(KeyAlgorithm::EcdsaP256, 9)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(keys.len(), 9);
+        let spkis: std::collections::HashSet<Vec<u8>> = keys.iter().map(|k| k.spki_der()).collect();
+        assert_eq!(spkis.len(), 9);
+        assert!(generate_many(KeyAlgorithm::EcdsaP256, 0).is_empty());
     }
 
     #[test]
@@ -283,7 +362,7 @@ mod tests {
             Ok(KeyAlgorithm::EcdsaP384)
         );
         assert_eq!(
-            "RSA".parse::<KeyAlgorithm>().unwrap_err(),
+            "RSA".parse::<KeyAlgorithm>().unwrap_err().to_string(),
             r#""RSA" is not one of: RSA-2048, RSA-3072, RSA-4096, ECDSA-P256, ECDSA-P384"#
         );
     }

@@ -6,6 +6,40 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
+/// A kubeconfig that cannot be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeconfigError {
+    /// YAML serialization failed.
+    #[error("cannot serialize kubeconfig: {0}")]
+    Serialize(String),
+    /// Not YAML of a kubeconfig's shape.
+    #[error("not a valid kubeconfig: {0}")]
+    Parse(String),
+    /// `current-context` names no context.
+    #[error("current-context {0:?} is not defined")]
+    NoContext(String),
+    /// The context names no cluster.
+    #[error("cluster {0:?} is not defined")]
+    NoCluster(String),
+    /// The context names no user.
+    #[error("user {0:?} is not defined")]
+    NoUser(String),
+    /// An embedded `*-data` field is not base64.
+    #[error("{field} is not valid base64: {detail}")]
+    Base64 {
+        /// The field.
+        field: &'static str,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// An embedded `*-data` field is not text.
+    #[error("{field} is not PEM text")]
+    NotText {
+        /// The field.
+        field: &'static str,
+    },
+}
+
 /// A kubeconfig (`apiVersion: v1`, `kind: Config`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kubeconfig {
@@ -137,37 +171,40 @@ impl Kubeconfig {
     }
 
     /// YAML text.
-    pub fn to_yaml(&self) -> Result<String, String> {
-        serde_yaml::to_string(self).map_err(|e| format!("cannot serialize kubeconfig: {e}"))
+    pub fn to_yaml(&self) -> Result<String, KubeconfigError> {
+        serde_yaml::to_string(self).map_err(|e| KubeconfigError::Serialize(e.to_string()))
     }
 
     /// Parse YAML text (unknown keys tolerated: kubectl may add some).
-    pub fn from_yaml(text: &str) -> Result<Kubeconfig, String> {
-        serde_yaml::from_str(text).map_err(|e| format!("not a valid kubeconfig: {e}"))
+    pub fn from_yaml(text: &str) -> Result<Kubeconfig, KubeconfigError> {
+        serde_yaml::from_str(text).map_err(|e| KubeconfigError::Parse(e.to_string()))
     }
 
     /// The current context's cluster and user, decoded.
-    pub fn decode(&self) -> Result<Decoded, String> {
+    pub fn decode(&self) -> Result<Decoded, KubeconfigError> {
         let ctx = self
             .contexts
             .iter()
             .find(|c| c.name == self.current_context)
-            .ok_or_else(|| format!("current-context {:?} is not defined", self.current_context))?;
+            .ok_or_else(|| KubeconfigError::NoContext(self.current_context.clone()))?;
         let cluster = self
             .clusters
             .iter()
             .find(|c| c.name == ctx.context.cluster)
-            .ok_or_else(|| format!("cluster {:?} is not defined", ctx.context.cluster))?;
+            .ok_or_else(|| KubeconfigError::NoCluster(ctx.context.cluster.clone()))?;
         let user = self
             .users
             .iter()
             .find(|u| u.name == ctx.context.user)
-            .ok_or_else(|| format!("user {:?} is not defined", ctx.context.user))?;
-        let text = |field: &str, b64: &str| -> Result<String, String> {
+            .ok_or_else(|| KubeconfigError::NoUser(ctx.context.user.clone()))?;
+        let text = |field: &'static str, b64: &str| -> Result<String, KubeconfigError> {
             let bytes = STANDARD
                 .decode(b64.trim())
-                .map_err(|e| format!("{field} is not valid base64: {e}"))?;
-            String::from_utf8(bytes).map_err(|_| format!("{field} is not PEM text"))
+                .map_err(|e| KubeconfigError::Base64 {
+                    field,
+                    detail: e.to_string(),
+                })?;
+            String::from_utf8(bytes).map_err(|_| KubeconfigError::NotText { field })
         };
         Ok(Decoded {
             ca_pem: text(

@@ -9,15 +9,18 @@
 //! - [`store`]: reading and atomic, no-clobber writing of the output tree.
 //! - [`kubeconfig`], [`rbac`]: typed serde documents.
 //! - [`report`]: the summary and `certs check-expiration` tables; `ca-cert-hash`.
+//! - [`pem`](mod@pem): the crate's one PEM/X.509 file reader (also used by the admin
+//!   endpoint and the health probes).
 //!
-//! Everything runs synchronously in the calling thread; no global state (the aws-lc-rs
-//! primitives are called directly, no rustls provider is installed).
+//! Runs synchronously in the calling thread, except that new keys are generated on scoped
+//! threads, one per available core, and joined before `plan` returns. No global state (the
+//! aws-lc-rs primitives are called directly, no rustls provider is installed).
 
 pub mod cert;
 pub mod issue;
 pub mod key;
 pub mod kubeconfig;
-mod pem;
+pub mod pem;
 pub mod rbac;
 pub mod report;
 pub mod spec;
@@ -70,13 +73,28 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// An input file is not what it should be.
-    #[error("{}: {message}", path.display())]
-    BadFile {
+    /// A PEM file that is not what it should be.
+    #[error(transparent)]
+    File(#[from] pem::FileError),
+    /// A kubeconfig that cannot be read.
+    #[error("{}: {problem}", path.display())]
+    Kubeconfig {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        message: String,
+        problem: kubeconfig::KubeconfigError,
+    },
+    /// `check-expiration` was given something other than a directory.
+    #[error("{}: is not a directory", path.display())]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// `check-expiration` found nothing to check.
+    #[error("{}: holds no kubeadm certificates or kubeconfigs (expected pki/ and *.conf)", path.display())]
+    NothingToCheck {
+        /// The directory.
+        path: PathBuf,
     },
 }
 

@@ -118,10 +118,15 @@ pub fn objects() -> (ClusterRole, ClusterRoleBinding) {
     )
 }
 
+/// The RBAC objects could not be serialized.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serialize RBAC objects: {0}")]
+pub struct SerializeError(String);
+
 /// The file: both objects, `---` separated.
-pub fn manifest() -> Result<String, String> {
+pub fn manifest() -> Result<String, SerializeError> {
     let (role, binding) = objects();
-    let err = |e: serde_yaml::Error| format!("cannot serialize RBAC objects: {e}");
+    let err = |e: serde_yaml::Error| SerializeError(e.to_string());
     Ok(format!(
         "# Lets the apilb LB hosts' health-check client (CN {HEALTH_CLIENT_CN}) probe the apiservers.\n---\n{}---\n{}",
         serde_yaml::to_string(&role).map_err(err)?,

@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 use super::cert::{CaKind, CertInfo, format_time};
 use super::issue::Report;
 use super::kubeconfig::Kubeconfig;
-use super::{Error, pem, spec};
+use super::pem::{self, FileError, PemError};
+use super::{Error, spec};
 
 /// Render rows as left-aligned columns separated by three spaces.
 fn table(f: &mut fmt::Formatter<'_>, header: &[&str], rows: &[Vec<String>]) -> fmt::Result {
@@ -170,9 +171,11 @@ impl fmt::Display for ExpirationReport {
 
 fn read_text(path: &Path) -> Result<Option<String>, Error> {
     match std::fs::read(path) {
-        Ok(b) => String::from_utf8(b).map(Some).map_err(|_| Error::BadFile {
-            path: path.to_owned(),
-            message: "is not text".into(),
+        Ok(b) => String::from_utf8(b).map(Some).map_err(|_| {
+            Error::File(FileError {
+                path: path.to_owned(),
+                problem: PemError::NotText,
+            })
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(Error::Read {
@@ -182,23 +185,46 @@ fn read_text(path: &Path) -> Result<Option<String>, Error> {
     }
 }
 
-/// Scan one machine directory of the output tree (its `/etc/kubernetes`).
+/// Whether the key of the CA whose certificate `crt_text` is at `<dir>/pki/<base>.crt` is
+/// at hand for `apilb issue`: in `dir` itself, or, as in the output tree of `apilb issue`,
+/// in a sibling machine directory holding the same CA certificate (an LB host's directory
+/// gets `ca.crt` without its key, but the masters beside it have the key). A CA whose key
+/// is in neither place is externally managed.
+fn ca_key_at_hand(dir: &Path, base: &str, crt_text: &str) -> bool {
+    let key = format!("{base}.key");
+    let crt = format!("{base}.crt");
+    if dir.join("pki").join(&key).exists() {
+        return true;
+    }
+    let Some(Ok(siblings)) = dir.parent().map(std::fs::read_dir) else {
+        return false;
+    };
+    siblings.flatten().any(|entry| {
+        let pki = entry.path().join("pki");
+        entry.path() != dir
+            && pki.join(&key).is_file()
+            && std::fs::read_to_string(pki.join(&crt))
+                .is_ok_and(|other| other.trim() == crt_text.trim())
+    })
+}
+
+/// Scan one machine directory of the output tree (its `/etc/kubernetes`, or an LB host's
+/// `/etc/apilb`).
 pub fn check_expiration(dir: &Path, now: OffsetDateTime) -> Result<ExpirationReport, Error> {
     if !dir.is_dir() {
-        return Err(Error::BadFile {
+        return Err(Error::NotADirectory {
             path: dir.to_owned(),
-            message: "is not a directory".into(),
         });
     }
     let pki = dir.join("pki");
-    let bad = |path: PathBuf, message: String| Error::BadFile { path, message };
+    let bad = |path: PathBuf, problem: PemError| Error::File(FileError { path, problem });
     let mut cas = Vec::new();
     let mut external = std::collections::HashMap::new();
     for kind in CaKind::ALL {
         let crt = pki.join(format!("{}.crt", kind.base()));
         if let Some(text) = read_text(&crt)? {
             let info = CertInfo::from_pem(&text).map_err(|e| bad(crt.clone(), e))?;
-            let ext = !pki.join(format!("{}.key", kind.base())).exists();
+            let ext = !ca_key_at_hand(dir, kind.base(), &text);
             external.insert(kind, ext);
             cas.push(ExpirationRow {
                 name: kind.name().into(),
@@ -221,7 +247,10 @@ pub fn check_expiration(dir: &Path, now: OffsetDateTime) -> Result<ExpirationRep
         if let Some(text) = read_text(&path)? {
             let d = Kubeconfig::from_yaml(&text)
                 .and_then(|k| k.decode())
-                .map_err(|e| bad(path.clone(), e))?;
+                .map_err(|problem| Error::Kubeconfig {
+                    path: path.clone(),
+                    problem,
+                })?;
             let info = CertInfo::from_pem(&d.cert_pem).map_err(|e| bad(path.clone(), e))?;
             certs.push(ExpirationRow {
                 name: name.into(),
@@ -275,10 +304,9 @@ pub fn check_expiration(dir: &Path, now: OffsetDateTime) -> Result<ExpirationRep
     }
     certs.sort_by(|a, b| a.name.cmp(&b.name));
     if certs.is_empty() && cas.is_empty() {
-        return Err(bad(
-            dir.to_owned(),
-            "holds no kubeadm certificates or kubeconfigs (expected pki/ and *.conf)".into(),
-        ));
+        return Err(Error::NothingToCheck {
+            path: dir.to_owned(),
+        });
     }
     Ok(ExpirationReport { now, certs, cas })
 }
@@ -286,25 +314,19 @@ pub fn check_expiration(dir: &Path, now: OffsetDateTime) -> Result<ExpirationRep
 /// kubeadm's discovery hash of a CA certificate file: `sha256:<hex of SHA-256(SPKI DER)>`
 /// over the first `CERTIFICATE` block.
 pub fn ca_cert_hash(path: &Path) -> Result<String, Error> {
-    let text = read_text(path)?.ok_or_else(|| Error::Read {
-        path: path.to_owned(),
-        source: std::io::ErrorKind::NotFound.into(),
-    })?;
-    ca_cert_hash_pem(&text).map_err(|message| Error::BadFile {
-        path: path.to_owned(),
-        message,
+    let text = pem::read_text(path)?;
+    ca_cert_hash_pem(&text).map_err(|problem| {
+        Error::File(FileError {
+            path: path.to_owned(),
+            problem,
+        })
     })
 }
 
 /// [`ca_cert_hash`] of PEM text.
-pub fn ca_cert_hash_pem(text: &str) -> Result<String, String> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let der = pem::certificates(text)?
-        .into_iter()
-        .next()
-        .ok_or("no CERTIFICATE block")?;
-    let (_, x) = X509Certificate::from_der(&der)
-        .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+pub fn ca_cert_hash_pem(text: &str) -> Result<String, PemError> {
+    let der = pem::first_certificate(text)?;
+    let x = pem::parse_certificate(&der)?;
     let digest = aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
         x.tbs_certificate.subject_pki.raw,

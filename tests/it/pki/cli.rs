@@ -209,7 +209,10 @@ fn check_expiration_table() {
         false,
     )
     .unwrap();
-    std::fs::remove_file(out.join("master-1/pki/front-proxy-ca.key")).unwrap();
+    // An external front-proxy CA: its key is on no machine of the tree.
+    for n in 1..=3 {
+        std::fs::remove_file(out.join(format!("master-{n}/pki/front-proxy-ca.key"))).unwrap();
+    }
     let o = run(&[
         "certs",
         "check-expiration",
@@ -264,6 +267,65 @@ fn check_expiration_table() {
         dir.path().join("nope").to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(64));
+}
+
+/// Issue 18: an LB host's directory has `ca.crt` without its key (by design), yet its CA and
+/// `apilb-health` certificate are apilb's own: the masters beside it in the tree hold the
+/// key. Only a CA whose key is on no machine of the tree is externally managed.
+#[test]
+fn check_expiration_on_an_lb_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    super::issue(
+        &loopback_cluster(loopback_net(), "ECDSA-P256", STACKED),
+        &out,
+        false,
+    )
+    .unwrap();
+    let check = |machine: &Path| {
+        let o = run(&[
+            "certs",
+            "check-expiration",
+            "--dir",
+            machine.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let row = |text: &str, name: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} row: {text}"))
+            .split("   ")
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    let text = check(&out.join("lb-1"));
+    let health = row(&text, "apilb-health");
+    assert_eq!(health.len(), 5, "{health:?}");
+    assert_eq!(health[2], "364d", "{text}");
+    assert_eq!(
+        (health[3].as_str(), health[4].as_str()),
+        ("ca", "no"),
+        "{text}"
+    );
+    let ca = row(text.split("\n\n").nth(1).unwrap(), "ca");
+    assert_eq!(ca.last().map(String::as_str), Some("no"), "{text}");
+    // Nothing else on an LB host.
+    assert_eq!(text.lines().count(), 5, "{text}");
+
+    // The same files alone (copied to the LB host, or from an external CA): no CA key at
+    // hand anywhere, so both are externally managed.
+    let alone = dir.path().join("alone");
+    std::fs::create_dir_all(alone.join("lb-1/pki")).unwrap();
+    for f in ["ca.crt", "apilb-health.crt", "apilb-health.key"] {
+        std::fs::copy(out.join("lb-1/pki").join(f), alone.join("lb-1/pki").join(f)).unwrap();
+    }
+    let text = check(&alone.join("lb-1"));
+    assert_eq!(row(&text, "apilb-health")[4], "yes", "{text}");
+    let ca = row(text.split("\n\n").nth(1).unwrap(), "ca");
+    assert_eq!(ca.last().map(String::as_str), Some("yes"), "{text}");
 }
 
 #[test]

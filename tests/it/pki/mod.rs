@@ -7,6 +7,7 @@ mod check;
 mod cli;
 pub(crate) mod etcd;
 mod kubectl;
+mod reader;
 mod rules;
 
 use std::collections::BTreeMap;

@@ -346,3 +346,61 @@ fn external_etcd_topology() {
     );
     assert!(issue(&yaml, &out, false).unwrap().written.is_empty());
 }
+
+/// RSA keys come from a pool generated in parallel after a counting walk of the plan: a
+/// re-run needs no key (the counting walk is the plan), a new master needs only its own keys,
+/// and every key goes to exactly one file, distinct from all others.
+#[test]
+fn rsa_keys_from_the_parallel_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let yaml = loopback_cluster(loopback_net(), "RSA-2048", STACKED);
+    let first = issue(&yaml, &out, false).unwrap();
+    let again = issue(&yaml, &out, false).unwrap();
+    assert!(again.written.is_empty(), "{:?}", again.written);
+    let line = yaml
+        .lines()
+        .find(|l| l.contains("name: master-2"))
+        .unwrap()
+        .to_owned();
+    let master4 = line
+        .replace("master-2", "master-4")
+        .replace(".0.12}", ".0.14}");
+    let grown = yaml.replace(&line, &format!("{line}\n{master4}"));
+    let report = issue(&grown, &out, false).unwrap();
+    assert!(
+        report.written.iter().all(|p| p.starts_with("master-4")),
+        "{:?}",
+        report.written
+    );
+    // The grown tree passes the planner's own checks (chain, SANs, key match): a third run
+    // keeps every file.
+    let kept = issue(&grown, &out, false).unwrap();
+    assert!(kept.written.is_empty(), "{:?}", kept.written);
+    assert!(kept.rows.iter().all(|r| r.action == Action::Kept));
+    // Keys: shared ones (CAs, SA) identical across masters, every other one distinct.
+    let files = snapshot(&out);
+    let mut leaf_keys = std::collections::HashMap::new();
+    for (p, (bytes, mode)) in &files {
+        let name = p.display().to_string();
+        if !name.ends_with(".key") {
+            continue;
+        }
+        assert_eq!(*mode, 0o600, "{name}");
+        assert!(
+            bytes.starts_with(b"-----BEGIN RSA PRIVATE KEY-----\n"),
+            "{name}"
+        );
+        let shared = ["ca.key", "front-proxy-ca.key", "sa.key"]
+            .iter()
+            .any(|s| name.ends_with(&format!("/pki/{s}")))
+            || name.ends_with("etcd/ca.key");
+        if !shared {
+            if let Some(other) = leaf_keys.insert(bytes.clone(), name.clone()) {
+                panic!("{name} and {other} have the same key");
+            }
+        }
+    }
+    assert_eq!(leaf_keys.len(), 4 * 7 + 2, "{:?}", leaf_keys.values());
+    assert_eq!(first.written.len(), 3 * 27 + 2 * 3 + 1);
+}
