@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::fsm::{Action, Event, Fsm, Params, State};
+use super::fsm::{Action, Event, Fsm, Params, Reason, State};
 use super::net::{self, Sockets};
 use super::packet::{Advert, Invalid};
 use super::{Error, Interface, check_interface};
@@ -30,7 +30,8 @@ use crate::metrics::VipMetrics;
 pub const ANNOUNCE_BURST: usize = 5;
 /// How often the healthy-backend count is read for tracking.
 pub const HEALTH_POLL: Duration = Duration::from_millis(100);
-/// Longest a graceful stop waits for the priority-0 advert and the address removal.
+/// Longest [`Vip::shutdown`] waits for the hand-over (priority-0 advert, the new master
+/// heard or [`super::fsm::RELEASE_LIMIT`] passed, addresses removed).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The healthy-backend count source (the proxy's Up backends).
@@ -149,8 +150,10 @@ impl Vip {
             .clone()
     }
 
-    /// Graceful stop: a master sends a priority-0 advert and removes the addresses. Bounded
-    /// by [`STOP_TIMEOUT`].
+    /// Graceful stop, make before break: a master sends a priority-0 advert and keeps the
+    /// addresses (the proxy keeps accepting on them) until it hears the new master's first
+    /// advert or [`super::fsm::release_bound`] passes, then removes them; returns after that.
+    /// Call it before the listeners close. Bounded by [`STOP_TIMEOUT`].
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.cmd.send(Command::Stop(tx)).await.is_ok()
@@ -223,28 +226,36 @@ impl Runner {
         self.execute(acts).await;
         let mut poll = tokio::time::interval(HEALTH_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set once a stop has begun: whom to tell when the addresses are released. The
+        // command channel is not read any more then.
+        let mut stopping: Option<Option<oneshot::Sender<()>>> = None;
         loop {
+            if stopping.is_some() && self.fsm.state() == State::Initialize {
+                if let Some(Some(done)) = stopping.take() {
+                    let _ = done.send(());
+                }
+                return;
+            }
             let deadline = self.fsm.next_deadline();
             let acts = tokio::select! {
                 biased;
                 () = sleep_until(deadline) => self.fsm.handle(Event::Timer, Instant::now()),
-                cmd = cmds.recv() => match cmd {
+                cmd = cmds.recv(), if stopping.is_none() => match cmd {
                     Some(Command::Reconfigure(cfg)) => {
                         let p = params(&cfg, self.fsm.params().local);
                         self.cfg = *cfg;
                         self.fsm.handle(Event::Reconfigure(p), Instant::now())
                     }
                     Some(Command::Stop(done)) => {
-                        let acts = self.fsm.handle(Event::Stop, Instant::now());
-                        self.execute(acts).await;
-                        let _ = done.send(());
-                        return;
+                        stopping = Some(Some(done));
+                        self.stop_begun();
+                        self.fsm.handle(Event::Stop, Instant::now())
                     }
                     None => {
                         // The handle is gone without a stop (process exit): release anyway.
-                        let acts = self.fsm.handle(Event::Stop, Instant::now());
-                        self.execute(acts).await;
-                        return;
+                        stopping = Some(None);
+                        self.stop_begun();
+                        self.fsm.handle(Event::Stop, Instant::now())
                     }
                 },
                 _ = poll.tick(), if self.cfg.track.is_some() => {
@@ -292,6 +303,16 @@ impl Runner {
                 },
             };
             self.execute(acts).await;
+        }
+    }
+
+    fn stop_begun(&self) {
+        if self.fsm.state() == State::Master {
+            tracing::info!(
+                vrid = self.cfg.vrid,
+                "vip: sending priority 0; keeping the addresses until the new master is heard (at most {:?})",
+                super::fsm::release_bound(self.fsm.params().interval)
+            );
         }
     }
 
@@ -359,6 +380,17 @@ impl Runner {
                         "vip: {from} -> {to} ({})",
                         reason.as_str()
                     );
+                    match (from, reason) {
+                        (State::Master, Reason::Shutdown) => tracing::info!(
+                            master = %self.fsm.master().map(|m| m.to_string()).unwrap_or_default(),
+                            "vip: the new master was heard; addresses released"
+                        ),
+                        (State::Master, Reason::ShutdownUnanswered) => tracing::warn!(
+                            "vip: no new master heard within {:?}; addresses released",
+                            super::fsm::release_bound(self.fsm.params().interval)
+                        ),
+                        _ => {}
+                    }
                 }
                 Action::SplitBrain {
                     peer,
