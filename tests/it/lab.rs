@@ -46,6 +46,9 @@ const NOT_READY: &str = "kubectl: answered, not ready";
 const LIMIT: Duration = Duration::from_secs(20);
 /// How long each drill keeps measuring after the LB noticed.
 const AFTER: Duration = Duration::from_secs(3);
+/// A longest gap at or above this in a VIP move means a client SYN was dropped and waited
+/// out TCP's 1 s initial retransmission timeout.
+const STALL_BOUND: Duration = Duration::from_millis(500);
 /// `health.slowStart` in the lab (bootstrap leaves the 30 s default).
 const SLOW_START: Duration = Duration::from_secs(6);
 
@@ -540,31 +543,35 @@ fn table(rows: &[Row]) -> String {
     s
 }
 
-/// Wait until lb-1 (the highest priority) alone holds the VIP, then a second more.
-/// Wait until lb-1 alone holds the VIP again (preemption after a restart) and the client's
-/// traffic has settled on it: requests started a second later all succeed for a second.
-/// Without the second part, a client whose ARP entry still pointed at the demoted LB could
-/// stall on SYN retries into the next drill's window.
-fn settle_on_lb1(lab: &Lab, load: &Load) {
+/// The LB `k` stopped by a drill starts again; lb-1 (priority 150) takes the VIP back by
+/// preemption. Measured as drill `n`: from the restart until [`AFTER`] past the moment
+/// lb-1 alone holds the VIP. The new master adds the address and announces it before its
+/// first advert, and lb-2 lets go on that advert, so no client SYN meets a host without
+/// the address (such a SYN is retried only after TCP's 1 s initial timeout; that was the
+/// "stale ARP" stall that earlier lab runs saw after a preemption).
+fn restart_and_preempt(
+    lab: &Lab,
+    out: &Path,
+    lbs: &mut [Option<LbProcess>],
+    k: usize,
+    n: u8,
+) -> Drill {
+    lbs[k] = None;
+    let t0 = Instant::now();
+    lbs[k] = Some(start_lb(lab, out, k));
     netns::poll(LIMIT, "lb-1 alone holds the VIP", || {
         lab.has_addr(LB[0], VIP) && !lab.has_addr(LB[1], VIP)
     });
-    let held = Instant::now();
-    std::thread::sleep(Duration::from_secs(1));
-    wait_for(LIMIT, "client traffic settled on lb-1", || {
-        let records = load.records();
-        let mut recent = records
-            .iter()
-            .filter(|r| !r.kubectl && r.start >= held + Duration::from_secs(1));
-        let Some(first_ok) = recent.clone().find(|r| r.result.is_ok()).map(|r| r.start) else {
-            return false;
-        };
-        // A second of requests after the first success, none failed.
-        recent.all(|r| r.start < first_ok || r.result.is_ok())
-            && records
-                .iter()
-                .any(|r| !r.kubectl && r.start >= first_ok + Duration::from_secs(1))
-    });
+    let detected = Instant::now();
+    std::thread::sleep(AFTER);
+    Drill {
+        n,
+        what: format!("lb-{} back, lb-1 takes the VIP (preemption)", k + 1),
+        t0,
+        detected,
+        end: Instant::now(),
+        note: "detected = lb-1 alone holds the VIP".into(),
+    }
 }
 
 /// Which LB holds the VIP.
@@ -587,22 +594,16 @@ fn share(records: &[Record], name: &str, from: Instant, to: Instant) -> f64 {
     ok.iter().filter(|s| s.as_str() == name).count() as f64 / ok.len() as f64
 }
 
-/// The six drills of issue 7 against a bootstrapped two-LB, three-master lab, with the
-/// targets asserted after the table is printed.
-/// The lab's timing targets depend on a 2-core machine shared with the rest of the test
-/// suite; one run in about ten missed one (a client stalled for a SYN retry while the VIP
-/// moved back to lb-1). A miss is printed in full and the lab is run once more; the second
-/// run must meet every target.
+/// The six drills of issue 7 against a bootstrapped two-LB, three-master lab, plus the two
+/// preemptions that follow drills 1 and 2, with the targets asserted after the table is
+/// printed. One run: every target must be met the first time.
 #[test]
 fn ha_lab_drills() {
     if !netns::privileged("the HA lab") || !have_tool("kubectl", "kubectl") {
         return;
     }
-    let Some(first) = run_lab() else { return };
-    let Err(miss) = first else { return };
-    eprintln!("HA lab: the first run missed a target; running it once more.\n{miss}");
     if let Some(Err(miss)) = run_lab() {
-        panic!("HA lab: the second run missed too:\n{miss}");
+        panic!("HA lab: {miss}");
     }
 }
 
@@ -672,11 +673,8 @@ fn run_lab() -> Option<Result<(), String>> {
         end: Instant::now(),
         note: "detected = VIP on the backup".into(),
     });
-    // The killed LB comes back; lb-1 (priority 150) preempts and takes the VIP back (outside
-    // the drill windows).
-    lbs[a] = None;
-    lbs[a] = Some(start_lb(&lab, &out, a));
-    settle_on_lb1(&lab, &load);
+    // 7. The killed LB comes back; lb-1 (priority 150) takes the VIP back.
+    drills.push(restart_and_preempt(&lab, &out, &mut lbs, a, 7));
 
     // 2. SIGTERM the active LB: priority 0, VIP released, connections drained.
     let a = active(&lab);
@@ -724,9 +722,8 @@ fn run_lab() -> Option<Result<(), String>> {
             t0.elapsed().as_millis() - AFTER.as_millis(),
         ),
     });
-    lbs[a] = None;
-    lbs[a] = Some(start_lb(&lab, &out, a));
-    settle_on_lb1(&lab, &load);
+    // 8. The stopped LB comes back; lb-1 takes the VIP back.
+    drills.push(restart_and_preempt(&lab, &out, &mut lbs, a, 8));
     let lb = LB[active(&lab)];
 
     // 3. kill -9 master-1.
@@ -848,6 +845,24 @@ fn run_lab() -> Option<Result<(), String>> {
     }
     if by(1).gap >= Duration::from_secs(1) {
         missed.push(format!("drill 1: gap {:?} >= 1 s", by(1).gap));
+    }
+    // Drill 2 (issue 19): make before break, so no SYN waits out TCP's 1 s retransmission.
+    // Issue 19's target is a gap below 200 ms (the table reports it); the assertion allows
+    // STALL_BOUND because drills without any failover have shown gaps up to ~190 ms on the
+    // shared 2-core machine, while a SYN stall costs a whole second.
+    if by(2).gap >= STALL_BOUND {
+        missed.push(format!("drill 2: gap {:?} >= {STALL_BOUND:?}", by(2).gap));
+    }
+    // Preemptions: the VIP moves as in drill 2 (requests in flight at the move may fail),
+    // so: nothing fails that started after it, and no 1 s SYN stall.
+    for n in [7, 8] {
+        if by(n).failed_after_detection > 0 || by(n).gap >= STALL_BOUND {
+            missed.push(format!(
+                "drill {n}: {} failed new connections after detection, gap {:?}",
+                by(n).failed_after_detection,
+                by(n).gap
+            ));
+        }
     }
     // Drill 2: requests in flight on the stopping LB when the VIP moves cannot survive an L2
     // move (the client's packets follow the GARP to the new master, which resets them; see
