@@ -460,8 +460,13 @@ impl Fsm {
                     self.master = Some(from);
                 } else {
                     // Assert ourselves at once (as keepalived does) so the other side gives
-                    // way without waiting for our next advert.
+                    // way without waiting for our next advert, and announce again: the other
+                    // master has announced itself (a new master announces before its first
+                    // advert), so clients now send to its MAC, and it is about to remove the
+                    // addresses; without this they would stall on a stale ARP / neighbour
+                    // entry until it expires (seconds).
                     out.push(Action::SendAdvert { priority: local });
+                    out.push(Action::Announce);
                     self.adver_at = Some(now + self.params.interval);
                 }
             }

@@ -607,15 +607,12 @@ fn ha_lab_drills() {
     }
 }
 
-/// One run of the lab and its drills: `None` if it cannot run here, else whether every
-/// target was met (the table and the misses if not).
-fn run_lab() -> Option<Result<(), String>> {
-    let lab = Lab::with_nodes("lab", 6)?;
-    let began = Instant::now();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cluster = dir.path().join("cluster.yaml");
+/// Write the cluster description into `dir` and run `apilb bootstrap` on it; the output
+/// directory.
+fn bootstrap(dir: &Path) -> PathBuf {
+    let cluster = dir.join("cluster.yaml");
     std::fs::write(&cluster, cluster_yaml()).expect("cluster.yaml");
-    let out = dir.path().join("out");
+    let out = dir.join("out");
     let o = apilb_cmd(&[
         "bootstrap",
         "--cluster",
@@ -624,6 +621,121 @@ fn run_lab() -> Option<Result<(), String>> {
         &out.display().to_string(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// Drill 2 with keepalived moving the VIP instead of apilb's own VRRP, for issue 19's
+/// comparison: the same lab and load, apilb on lb-1 and lb-2 without its `vip:` section
+/// (it still listens on the VIP with freebind), keepalived with priorities 150 / 140 on the
+/// same VRID, VIP and 100 ms adverts. keepalived on the active host gets SIGTERM (priority
+/// 0, the VIP removed at once); once the backup holds the VIP, apilb there gets SIGTERM
+/// too. Prints rows 0 and 2 of the lab's table; asserts what holds for any VRRP speaker
+/// (no failure without a drill, none among connections started after the VIP moved).
+///
+/// Run: `sudo APILB_REQUIRE_PRIVILEGED=1 cargo test --test it lab::ha_lab_keepalived -- --nocapture`.
+#[test]
+fn ha_lab_keepalived_sigterm() {
+    if !netns::privileged("the HA lab with keepalived")
+        || !have_tool("kubectl", "kubectl")
+        || !have_tool("keepalived", "keepalived")
+    {
+        return;
+    }
+    let Some(lab) = Lab::with_nodes("lka", 6) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = bootstrap(dir.path());
+    let kubeconfig = out.join("master-1").join("admin.conf");
+    // Processes are declared after the lab, so they are dropped (killed) before it.
+    let _masters: Vec<NsProc> = (0..3).map(|i| start_master(&lab, &out, i)).collect();
+    let mut ka = vec![netns::Keepalived::start(&lab, LB[0], 150, dir.path())];
+    netns::poll(LIMIT, "keepalived on lb-1 holds the VIP", || {
+        lab.has_addr(LB[0], VIP)
+    });
+    ka.push(netns::Keepalived::start(&lab, LB[1], 140, dir.path()));
+    let mut lbs: Vec<LbProcess> = (0..2)
+        .map(|k| {
+            let text = lb_yaml(&out, &format!("lb-{}", k + 1));
+            let (proxy, vip) = text.split_once("\nvip:\n").expect("a vip section");
+            assert!(
+                vip.lines().all(|l| l.starts_with(' ')),
+                "the vip section is the last one:\n{text}"
+            );
+            let lb = LbProcess::spawn_in_netns(&lab.ns(LB[k]), &format!("{proxy}\n"));
+            wait_for(LIMIT, "apilb serving", || lb.log().contains("apilb serving"));
+            lb
+        })
+        .collect();
+    for i in 0..3 {
+        wait_for(LIMIT, "every master up in lb-1", || {
+            backend_state(&lab, LB[0], &master_name(i)) == "up"
+        });
+    }
+    let load = Load::start(&lab, client_tls(&kubeconfig), kubeconfig.clone());
+    wait_for(LIMIT, "first answers through the VIP", || {
+        load.records()
+            .iter()
+            .any(|r| !r.kubectl && r.result.is_ok())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let baseline_end = Instant::now();
+    let baseline = Drill {
+        n: 0,
+        what: "baseline (no failure)".into(),
+        t0: baseline_end - Duration::from_secs(2),
+        detected: baseline_end - Duration::from_secs(2),
+        end: baseline_end,
+        note: "keepalived moves the VIP".into(),
+    };
+
+    assert!(lab.has_addr(LB[0], VIP) && !lab.has_addr(LB[1], VIP));
+    let t0 = Instant::now();
+    ka[0].signal(Signal::SIGTERM);
+    netns::poll(LIMIT, "backup holds the VIP after keepalived's SIGTERM", || {
+        lab.has_addr(LB[1], VIP)
+    });
+    let detected = Instant::now();
+    lbs[0].signal(Signal::SIGTERM);
+    wait_for(Duration::from_secs(35), "the stopped LB exits", || {
+        lbs[0].child.try_wait().expect("wait").is_some()
+    });
+    std::thread::sleep(AFTER);
+    let drill2 = Drill {
+        n: 2,
+        what: "SIGTERM active keepalived (lb-1), then its apilb".into(),
+        t0,
+        detected,
+        end: Instant::now(),
+        note: "keepalived moves the VIP".into(),
+    };
+    let records = load.records();
+    drop(load);
+    let rows = [row(&baseline, &records), row(&drill2, &records)];
+    println!("\nHA lab with keepalived:\n\n{}", table(&rows));
+    for r in rows.iter().filter(|r| !r.errors.is_empty()) {
+        println!("drill {} failures (first {}):", r.n, r.errors.len());
+        for e in &r.errors {
+            println!("  {e}");
+        }
+    }
+    assert!(
+        ka[0].log().contains("sent 0 priority"),
+        "keepalived handed over gracefully:\n{}",
+        ka[0].log()
+    );
+    assert!(ka[1].log().contains("Entering MASTER STATE"), "{}", ka[1].log());
+    assert_eq!(rows[0].failed + rows[0].kubectl_failed, 0, "baseline");
+    assert_eq!(rows[1].failed_after_detection, 0, "drill 2");
+}
+
+/// One run of the lab and its drills: `None` if it cannot run here, else whether every
+/// target was met (the table and the misses if not).
+fn run_lab() -> Option<Result<(), String>> {
+    let lab = Lab::with_nodes("lab", 6)?;
+    let began = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = bootstrap(dir.path());
     let kubeconfig = out.join("master-1").join("admin.conf");
 
     // Processes are declared after the lab, so they are dropped (killed) before it.

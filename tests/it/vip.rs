@@ -5,14 +5,14 @@
 //! keepalived comes from `apt-get install keepalived`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use apilb::vip::packet::{self, Advert, ChecksumStyle};
 use nix::sys::signal::Signal;
 
 use crate::support::netns::{
-    self, AddrEvent, AddressMonitor, Lab, VIP, http_get_in, in_ns, metric, node_ip, poll, reaches,
+    self, AddrEvent, AddressMonitor, Keepalived, Lab, VIP, http_get_in, in_ns, metric, node_ip, poll,
+    reaches,
 };
 use crate::support::{LbProcess, have_tool};
 
@@ -366,60 +366,6 @@ fn interoperates_with_keepalived_both_ways() {
         "the client follows keepalived's gratuitous ARP"
     );
     ka.stop();
-}
-
-/// keepalived in one lab node, its log captured.
-struct Keepalived {
-    child: Child,
-    log_path: std::path::PathBuf,
-}
-
-impl Keepalived {
-    fn start(lab: &Lab, i: u8, priority: u8, dir: &std::path::Path) -> Keepalived {
-        let conf = dir.join(format!("ka-{i}-{priority}.conf"));
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n  vrrp_version 3\n  router_id n{i}\n}}\nvrrp_instance VI {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
-            ),
-        )
-        .expect("write keepalived.conf");
-        let log_path = dir.join(format!("ka-{i}-{priority}.log"));
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = lab
-            .command(i, "keepalived")
-            .args(["-n", "-l", "-D", "-P", "-f"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.join(format!("ka-{i}.pid")))
-            .arg("-r")
-            .arg(dir.join(format!("ka-vrrp-{i}.pid")))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn keepalived");
-        Keepalived { child, log_path }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-        poll(LIMIT, "keepalived exits", || {
-            self.child.try_wait().expect("wait").is_some()
-        });
-    }
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Hostile adverts from n3, faster than the advert interval: nothing changes (the master

@@ -10,6 +10,8 @@ use std::fs::File;
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::Signal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -437,4 +439,66 @@ pub fn metric(body: &str, name: &str) -> f64 {
     body.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
+}
+
+/// keepalived in one lab node (VRRPv3, VRID 51, the lab's [`VIP`]/24 on eth0, 100 ms
+/// adverts, starting as backup), its log captured; killed on drop.
+pub struct Keepalived {
+    child: Child,
+    log_path: std::path::PathBuf,
+}
+
+impl Keepalived {
+    pub fn start(lab: &Lab, i: u8, priority: u8, dir: &std::path::Path) -> Keepalived {
+        let conf = dir.join(format!("ka-{i}-{priority}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  vrrp_version 3\n  router_id n{i}\n}}\nvrrp_instance VI {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+            ),
+        )
+        .expect("write keepalived.conf");
+        let log_path = dir.join(format!("ka-{i}-{priority}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = lab
+            .command(i, "keepalived")
+            .args(["-n", "-l", "-D", "-P", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.join(format!("ka-{i}.pid")))
+            .arg("-r")
+            .arg(dir.join(format!("ka-vrrp-{i}.pid")))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn keepalived");
+        Keepalived { child, log_path }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Send `sig` to keepalived.
+    pub fn signal(&self, sig: Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, sig);
+    }
+
+    /// SIGTERM (priority 0, the VIP removed at once) and wait for the exit.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        poll(Duration::from_secs(5), "keepalived exits", || {
+            self.child.try_wait().expect("wait").is_some()
+        });
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

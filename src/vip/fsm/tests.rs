@@ -301,6 +301,8 @@ fn backup_stops_at_once() {
 struct Pair {
     fsms: [Fsm; 2],
     holds: [bool; 2],
+    /// Adverts from router k are lost while `lost[k]`.
+    lost: [bool; 2],
     /// (time, router, action)
     log: Vec<(Duration, usize, Action)>,
     /// Steps at which neither router held the addresses.
@@ -323,6 +325,7 @@ impl Pair {
         Pair {
             fsms,
             holds: [false; 2],
+            lost: [false; 2],
             log: Vec::new(),
             nobody: Vec::new(),
         }
@@ -335,7 +338,7 @@ impl Pair {
             match a {
                 Action::AddAddresses => self.holds[k] = true,
                 Action::RemoveAddresses => self.holds[k] = false,
-                Action::SendAdvert { priority } => {
+                Action::SendAdvert { priority } if !self.lost[k] => {
                     let more = self.fsms[1 - k].handle(advert(Self::ADDR[k], priority), now);
                     self.apply(1 - k, more, t0, now);
                 }
@@ -422,6 +425,35 @@ fn planned_handover_is_make_before_break() {
         "steps at which nobody held the addresses"
     );
     assert_eq!(p.holds, [false, true]);
+}
+
+#[test]
+fn a_master_that_keeps_its_place_announces_again() {
+    // Input: A (150) master; B (140) misses A's adverts (a busy start-up), so its down
+    // timer runs out and it becomes master too; then the adverts flow again.
+    // Output: B announces (clients follow B), A hears B's advert, keeps its place and
+    // announces again after B, B yields and removes the addresses: the last announcement
+    // is A's, so clients end on the host that holds the addresses (no stale ARP entry).
+    let t0 = Instant::now();
+    let mut p = Pair::new(150, 140, t0);
+    p.run(t0, t0, t0 + MS(999));
+    assert_eq!(p.holds, [true, false]);
+    p.log.clear();
+    p.lost[0] = true;
+    p.run(t0, t0 + MS(1000), t0 + MS(1400));
+    p.lost[0] = false;
+    p.run(t0, t0 + MS(1401), t0 + MS(2000));
+    let announces: Vec<usize> = p
+        .log
+        .iter()
+        .filter(|(_, _, a)| *a == Action::Announce)
+        .map(|(_, k, _)| *k)
+        .collect();
+    // B announces first; A answers each of B's adverts with an advert and an announcement
+    // (twice here: A's first answer is lost too); the last announcement is A's.
+    assert_eq!(announces, vec![1, 0, 0], "{:#?}", p.log);
+    assert_eq!(p.holds, [true, false]);
+    assert_eq!(p.fsms[1].state(), State::Backup);
 }
 
 #[test]
@@ -529,8 +561,8 @@ fn split_brain_resolves_by_priority_then_address() {
             }
         ]
     );
-    // Input: Master 150 sees a master 150 with a lower address. Output: we keep it and
-    // assert at once.
+    // Input: Master 150 sees a master 150 with a lower address. Output: we keep it, assert
+    // at once and announce again (the other one has announced itself).
     let mut f = master(150, t0);
     let acts = f.handle(advert("10.0.0.5", 150), t0 + MS(500));
     assert_eq!(
@@ -541,7 +573,8 @@ fn split_brain_resolves_by_priority_then_address() {
                 peer_priority: 150,
                 yielded: false
             },
-            Action::SendAdvert { priority: 150 }
+            Action::SendAdvert { priority: 150 },
+            Action::Announce
         ]
     );
     // Equal priority, higher address: we give way.
