@@ -607,6 +607,36 @@ fn ha_lab_drills() {
     }
 }
 
+/// When and on what the lab ran, for the tables in the READMEs: UTC time, the commit (with
+/// `+changes` when the tree differs from it), the build profile and the load average.
+fn provenance() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let changed =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "{} UTC, commit {commit}{}, {} build, load average {}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        if changed { "+changes" } else { "" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        load.join(" ")
+    )
+}
+
 /// Write the cluster description into `dir` and run `apilb bootstrap` on it; the output
 /// directory.
 fn bootstrap(dir: &Path) -> PathBuf {
@@ -663,7 +693,9 @@ fn ha_lab_keepalived_sigterm() {
                 "the vip section is the last one:\n{text}"
             );
             let lb = LbProcess::spawn_in_netns(&lab.ns(LB[k]), &format!("{proxy}\n"));
-            wait_for(LIMIT, "apilb serving", || lb.log().contains("apilb serving"));
+            wait_for(LIMIT, "apilb serving", || {
+                lb.log().contains("apilb serving")
+            });
             lb
         })
         .collect();
@@ -692,9 +724,11 @@ fn ha_lab_keepalived_sigterm() {
     assert!(lab.has_addr(LB[0], VIP) && !lab.has_addr(LB[1], VIP));
     let t0 = Instant::now();
     ka[0].signal(Signal::SIGTERM);
-    netns::poll(LIMIT, "backup holds the VIP after keepalived's SIGTERM", || {
-        lab.has_addr(LB[1], VIP)
-    });
+    netns::poll(
+        LIMIT,
+        "backup holds the VIP after keepalived's SIGTERM",
+        || lab.has_addr(LB[1], VIP),
+    );
     let detected = Instant::now();
     lbs[0].signal(Signal::SIGTERM);
     wait_for(Duration::from_secs(35), "the stopped LB exits", || {
@@ -712,7 +746,11 @@ fn ha_lab_keepalived_sigterm() {
     let records = load.records();
     drop(load);
     let rows = [row(&baseline, &records), row(&drill2, &records)];
-    println!("\nHA lab with keepalived:\n\n{}", table(&rows));
+    println!(
+        "\nHA lab with keepalived, {}:\n\n{}",
+        provenance(),
+        table(&rows)
+    );
     for r in rows.iter().filter(|r| !r.errors.is_empty()) {
         println!("drill {} failures (first {}):", r.n, r.errors.len());
         for e in &r.errors {
@@ -724,7 +762,11 @@ fn ha_lab_keepalived_sigterm() {
         "keepalived handed over gracefully:\n{}",
         ka[0].log()
     );
-    assert!(ka[1].log().contains("Entering MASTER STATE"), "{}", ka[1].log());
+    assert!(
+        ka[1].log().contains("Entering MASTER STATE"),
+        "{}",
+        ka[1].log()
+    );
     assert_eq!(rows[0].failed + rows[0].kubectl_failed, 0, "baseline");
     assert_eq!(rows[1].failed_after_detection, 0, "drill 2");
 }
@@ -940,8 +982,9 @@ fn run_lab() -> Option<Result<(), String>> {
     let rows: Vec<Row> = drills.iter().map(|d| row(d, &records)).collect();
     let table = table(&rows);
     println!(
-        "\nHA lab, {:.0} s in all:\n\n{table}",
-        began.elapsed().as_secs_f64()
+        "\nHA lab, {:.0} s in all, {}:\n\n{table}",
+        began.elapsed().as_secs_f64(),
+        provenance()
     );
     for r in rows.iter().filter(|r| !r.errors.is_empty()) {
         println!("drill {} failures (first {}):", r.n, r.errors.len());

@@ -11,8 +11,8 @@ use apilb::vip::packet::{self, Advert, ChecksumStyle};
 use nix::sys::signal::Signal;
 
 use crate::support::netns::{
-    self, AddrEvent, AddressMonitor, Keepalived, Lab, VIP, http_get_in, in_ns, metric, node_ip, poll,
-    reaches,
+    self, AddrEvent, AddressMonitor, Keepalived, Lab, VIP, http_get_in, in_ns, metric, node_ip,
+    poll, reaches,
 };
 use crate::support::{LbProcess, have_tool};
 
