@@ -12,9 +12,10 @@
 //! hand-over:
 //!
 //! - A stopping master sends priority 0 but keeps the addresses (so the proxy keeps
-//!   accepting on them) until it sees the new master's first advert, or [`release_bound`]
+//!   accepting on them) until one advert interval after it hears the new master's first
+//!   advert (keepalived announces just after that advert), or until [`release_bound`]
 //!   passes; only then does it remove them and go to Initialize. It repeats the priority-0
-//!   advert every interval meanwhile, in case one is lost.
+//!   advert every interval until it hears the new master, in case one is lost.
 //! - A new master adds the addresses and announces them *before* its first advert, so when
 //!   the old master (seeing that advert) lets go, clients already follow the new MAC.
 //!
@@ -212,6 +213,8 @@ pub struct Fsm {
     announce_at: Option<Instant>,
     /// While a stopping master waits for the new one: when it lets go at the latest.
     release_at: Option<Instant>,
+    /// While releasing: whether the new master has been heard.
+    heard: bool,
     /// When a lower-priority master was first seen (for `preempt_delay`).
     lower_master_since: Option<Instant>,
     /// Tracking: whether the priority is lowered now.
@@ -234,6 +237,7 @@ impl Fsm {
             down_at: None,
             announce_at: None,
             release_at: None,
+            heard: false,
             lower_master_since: None,
             degraded: false,
             track_pending: None,
@@ -363,6 +367,7 @@ impl Fsm {
         self.down_at = None;
         self.announce_at = None;
         self.release_at = None;
+        self.heard = false;
         self.master = None;
     }
 
@@ -381,7 +386,13 @@ impl Fsm {
             }
             State::Master if self.releasing() => {
                 if self.release_at.is_some_and(|t| now >= t) {
-                    self.finish_stop(Reason::ShutdownUnanswered, out);
+                    let master = self.master;
+                    if self.heard {
+                        self.finish_stop(Reason::Shutdown, out);
+                        self.master = master;
+                    } else {
+                        self.finish_stop(Reason::ShutdownUnanswered, out);
+                    }
                 } else if self.adver_at.is_some_and(|t| now >= t) {
                     out.push(Action::SendAdvert { priority: 0 });
                     self.adver_at = Some(now + self.params.interval);
@@ -434,11 +445,16 @@ impl Fsm {
                 // Else: a lower-priority master and we preempt: let the timer run out.
             }
             State::Master if self.releasing() => {
-                // Any advert but a priority-0 one comes from the new master: it holds the
-                // addresses and has announced them, so we let go now.
-                if priority != 0 {
-                    self.finish_stop(Reason::Shutdown, out);
+                // Any advert but a priority-0 one comes from the new master. apilb adds and
+                // announces before its first advert, but keepalived 2.2.7 advertises first
+                // and adds the addresses and announces them right after: hold on for one
+                // more interval (within the bound), then let go.
+                if priority != 0 && !self.heard {
+                    self.heard = true;
                     self.master = Some(from);
+                    self.adver_at = None;
+                    let linger = now + self.params.interval;
+                    self.release_at = self.release_at.map(|t| t.min(linger));
                 }
             }
             State::Master => {

@@ -8,7 +8,9 @@
 //!   Vip handle ──cmd─────┘ (reload, stop)
 //! ```
 //! The select is biased towards the timer, so a flood of packets (valid or not) never delays
-//! our own adverts.
+//! our own adverts; but before a backup acts on its due down timer it reads the packets
+//! already queued (at most [`QUEUED_BEFORE_TIMER`]), so a master's advert that arrived while
+//! the process was starved still counts.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use tokio::time::Instant;
 
 use super::fsm::{Action, Event, Fsm, Params, Reason, State};
 use super::net::{self, Sockets};
-use super::packet::{Advert, Invalid};
+use super::packet::{Advert, Invalid, Received};
 use super::{Error, Interface, check_interface};
 use crate::config::VipConfig;
 use crate::metrics::VipMetrics;
@@ -28,6 +30,9 @@ use crate::metrics::VipMetrics;
 /// Gratuitous ARPs / NAs per address in one announcement burst (keepalived's
 /// `garp_master_repeat` default).
 pub const ANNOUNCE_BURST: usize = 5;
+/// At most this many packets already queued are read before a backup's due down timer is
+/// acted on.
+const QUEUED_BEFORE_TIMER: usize = 64;
 /// How often the healthy-backend count is read for tracking.
 pub const HEALTH_POLL: Duration = Duration::from_millis(100);
 /// Longest [`Vip::shutdown`] waits for the hand-over (priority-0 advert, the new master
@@ -151,8 +156,9 @@ impl Vip {
     }
 
     /// Graceful stop, make before break: a master sends a priority-0 advert and keeps the
-    /// addresses (the proxy keeps accepting on them) until it hears the new master's first
-    /// advert or [`super::fsm::release_bound`] passes, then removes them; returns after that.
+    /// addresses (the proxy keeps accepting on them) until one advert interval after it
+    /// hears the new master's first advert, or until [`super::fsm::release_bound`] passes,
+    /// then removes them; returns after that.
     /// Call it before the listeners close. Bounded by [`STOP_TIMEOUT`].
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -239,7 +245,23 @@ impl Runner {
             let deadline = self.fsm.next_deadline();
             let acts = tokio::select! {
                 biased;
-                () = sleep_until(deadline) => self.fsm.handle(Event::Timer, Instant::now()),
+                () = sleep_until(deadline) => {
+                    // A backup's down timer must not beat adverts that are already waiting
+                    // in the socket (a starved process on a busy host wakes up late with
+                    // both due): read those first, so the timer fires only if no master
+                    // spoke. Bounded by what is queued now.
+                    if self.fsm.state() == State::Backup {
+                        for _ in 0..QUEUED_BEFORE_TIMER {
+                            let Some(pkt) = self.sockets.try_recv() else { break };
+                            let acts = match pkt {
+                                Ok(pkt) => self.packet(pkt, &own),
+                                Err(_) => break,
+                            };
+                            self.execute(acts).await;
+                        }
+                    }
+                    self.fsm.handle(Event::Timer, Instant::now())
+                }
                 cmd = cmds.recv(), if stopping.is_none() => match cmd {
                     Some(Command::Reconfigure(cfg)) => {
                         let p = params(&cfg, self.fsm.params().local);
@@ -263,38 +285,7 @@ impl Runner {
                     self.fsm.handle(Event::Healthy(n), Instant::now())
                 }
                 pkt = self.sockets.recv() => match pkt {
-                    Ok(Ok(r)) if own.contains(&r.src) => Vec::new(),
-                    Ok(Ok(r)) => {
-                        let valid = if !self.cfg.unicast_peers.is_empty()
-                            && !self.cfg.unicast_peers.contains(&r.src)
-                        {
-                            Err(Invalid::UnknownPeer)
-                        } else {
-                            let ours: Vec<IpAddr> = self.cfg.addresses.iter().map(|a| a.ip).collect();
-                            r.advert.check_for(self.cfg.vrid, &ours)
-                        };
-                        match valid {
-                            Ok(()) => {
-                                self.metrics.adverts_received.inc();
-                                self.fsm.handle(
-                                    Event::Advert {
-                                        from: r.src,
-                                        priority: r.advert.priority,
-                                        interval: Duration::from_millis(10 * u64::from(r.advert.interval_cs)),
-                                    },
-                                    Instant::now(),
-                                )
-                            }
-                            Err(why) => {
-                                self.invalid(why, Some(r.src));
-                                Vec::new()
-                            }
-                        }
-                    }
-                    Ok(Err(why)) => {
-                        self.invalid(why, None);
-                        Vec::new()
-                    }
+                    Ok(pkt) => self.packet(pkt, &own),
                     Err(e) => {
                         tracing::warn!(error = %e, "vip: receive failed");
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -303,6 +294,42 @@ impl Runner {
                 },
             };
             self.execute(acts).await;
+        }
+    }
+
+    /// Check a received packet and hand a valid advert to the FSM.
+    fn packet(&mut self, pkt: Result<Received, Invalid>, own: &[IpAddr]) -> Vec<Action> {
+        let r = match pkt {
+            Ok(r) if own.contains(&r.src) => return Vec::new(),
+            Ok(r) => r,
+            Err(why) => {
+                self.invalid(why, None);
+                return Vec::new();
+            }
+        };
+        let valid =
+            if !self.cfg.unicast_peers.is_empty() && !self.cfg.unicast_peers.contains(&r.src) {
+                Err(Invalid::UnknownPeer)
+            } else {
+                let ours: Vec<IpAddr> = self.cfg.addresses.iter().map(|a| a.ip).collect();
+                r.advert.check_for(self.cfg.vrid, &ours)
+            };
+        match valid {
+            Ok(()) => {
+                self.metrics.adverts_received.inc();
+                self.fsm.handle(
+                    Event::Advert {
+                        from: r.src,
+                        priority: r.advert.priority,
+                        interval: Duration::from_millis(10 * u64::from(r.advert.interval_cs)),
+                    },
+                    Instant::now(),
+                )
+            }
+            Err(why) => {
+                self.invalid(why, Some(r.src));
+                Vec::new()
+            }
         }
     }
 

@@ -368,6 +368,36 @@ fn interoperates_with_keepalived_both_ways() {
     ka.stop();
 }
 
+/// A backup starved of CPU (SIGSTOP for longer than its down interval, as on a busy host)
+/// wakes up with its down timer due and the master's adverts queued: it reads those first
+/// and stays backup; it never takes the VIP (which would make a split brain and move the
+/// clients twice).
+#[test]
+fn a_starved_backup_reads_queued_adverts_before_its_timer() {
+    let Some(lab) = lab_with_backend("starve") else {
+        return;
+    };
+    let _a = start_lb(&lab, 1, 150);
+    poll(LIMIT, "n1 holds the VIP", || lab.has_addr(1, VIP));
+    let b = start_lb(&lab, 2, 100);
+    std::thread::sleep(Duration::from_millis(500));
+    let mon = lab.monitor_addresses();
+    for _ in 0..3 {
+        b.signal(Signal::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(800)); // > 361 ms, its down interval
+        b.signal(Signal::SIGCONT);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let events: Vec<AddrEvent> = mon
+        .events(IpAddr::V4(VIP))
+        .into_iter()
+        .filter(|e| e.node == 2)
+        .collect();
+    assert_eq!(events, vec![], "n2 never held the VIP:\n{}", b.log());
+    assert!(!b.log().contains("backup -> master"), "{}", b.log());
+    assert!(lab.has_addr(1, VIP));
+}
+
 /// Hostile adverts from n3, faster than the advert interval: nothing changes (the master
 /// keeps the VIP, the backup never takes over), and each is counted by reason.
 #[test]

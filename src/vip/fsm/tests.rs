@@ -147,10 +147,12 @@ fn priority_zero_leaves_only_the_skew() {
 #[test]
 fn graceful_stop_keeps_the_addresses_until_the_new_master_is_heard() {
     // Input: Master 150; Stop at 400 ms; a priority-0 advert (another router leaving) at
-    // 450 ms; the new master's first advert (140) at 560 ms.
+    // 450 ms; the new master's first advert (140) at 560 ms, another at 600 ms.
     // Output: priority 0 at once and again one interval later, the addresses kept (state
-    // Master, releasing) until the new master's advert; then RemoveAddresses, Initialize
-    // (reason shutdown), no timers, the new master known.
+    // Master, releasing) until one interval after the new master's first advert (660 ms: a
+    // keepalived new master announces just after its advert); no more priority 0 once it
+    // is heard; then RemoveAddresses, Initialize (reason shutdown), no timers, the new
+    // master known.
     let t0 = Instant::now();
     let mut f = master(150, t0);
     let stop = t0 + MS(400);
@@ -166,21 +168,27 @@ fn graceful_stop_keeps_the_addresses_until_the_new_master_is_heard() {
         run_until(&mut f, t0, stop + MS(150)),
         vec![(MS(500), Action::SendAdvert { priority: 0 })]
     );
+    assert_eq!(f.handle(advert("10.0.0.12", 140), stop + MS(160)), vec![]);
+    assert_eq!(f.handle(advert("10.0.0.12", 140), stop + MS(200)), vec![]);
+    assert_eq!(f.master(), Some(ip("10.0.0.12")));
     assert_eq!(
-        f.handle(advert("10.0.0.12", 140), stop + MS(160)),
+        run_until(&mut f, t0, stop + MS(1000)),
         vec![
-            Action::RemoveAddresses,
-            Action::Transition {
-                from: State::Master,
-                to: State::Initialize,
-                reason: Reason::Shutdown
-            }
+            (MS(660), Action::RemoveAddresses),
+            (
+                MS(660),
+                Action::Transition {
+                    from: State::Master,
+                    to: State::Initialize,
+                    reason: Reason::Shutdown
+                }
+            )
         ]
     );
     assert_eq!(f.next_deadline(), None);
     assert!(!f.releasing());
     assert_eq!(f.master(), Some(ip("10.0.0.12")));
-    assert_eq!(f.handle(Event::Stop, stop + MS(200)), vec![]);
+    assert_eq!(f.handle(Event::Stop, stop + MS(700)), vec![]);
 }
 
 #[test]
@@ -230,9 +238,9 @@ fn release_bound_is_three_intervals_at_most_the_limit() {
 #[test]
 fn a_stopping_master_sends_only_priority_zero() {
     // Input: Master 150 with tracking (hold 0), Stop, then: the healthy count drops, a
-    // reload changes priority and interval, a split-brain-like advert with a lower priority
-    // arrives. Output: no advert with a non-zero priority while releasing; the lower
-    // advert is still a master's advert, so the addresses go.
+    // reload changes priority and interval (50 ms), a split-brain-like advert with a lower
+    // priority arrives. Output: no advert with a non-zero priority while releasing; the
+    // lower advert is still a master's advert, so the addresses go one (new) interval later.
     let t0 = Instant::now();
     let mut f = Fsm::new(Params {
         track: Some(TrackConfig {
@@ -267,15 +275,19 @@ fn a_stopping_master_sends_only_priority_zero() {
             .iter()
             .all(|(_, a)| *a == Action::SendAdvert { priority: 0 })
     );
+    assert_eq!(f.handle(advert("10.0.0.12", 20), stop + MS(100)), vec![]);
     assert_eq!(
-        f.handle(advert("10.0.0.12", 20), stop + MS(100)),
+        run_until(&mut f, t0, stop + MS(1000)),
         vec![
-            Action::RemoveAddresses,
-            Action::Transition {
-                from: State::Master,
-                to: State::Initialize,
-                reason: Reason::Shutdown
-            }
+            (MS(550), Action::RemoveAddresses),
+            (
+                MS(550),
+                Action::Transition {
+                    from: State::Master,
+                    to: State::Initialize,
+                    reason: Reason::Shutdown
+                }
+            )
         ]
     );
 }
@@ -374,9 +386,9 @@ impl Pair {
 fn planned_handover_is_make_before_break() {
     // Input: A (150) master, B (140) backup, adverts delivered at once; A stops at 1 s.
     // Output: B takes over after its skew time (45.3 ms, whole ms steps here): addresses,
-    // announce, then its first advert; A removes its addresses only on that advert, so at
-    // no step does nobody hold them; A goes to Initialize for "shutdown" (heard), not for
-    // "shutdown_unanswered".
+    // announce, then its first advert; A removes its addresses one interval after that
+    // advert, so at no step does nobody hold them; A goes to Initialize for "shutdown"
+    // (heard), not for "shutdown_unanswered".
     let t0 = Instant::now();
     let mut p = Pair::new(150, 140, t0);
     p.run(t0, t0, t0 + MS(999));
@@ -385,7 +397,7 @@ fn planned_handover_is_make_before_break() {
     p.log.clear();
     let stop = t0 + MS(1000);
     p.event(0, Event::Stop, t0, stop);
-    p.run(t0, stop, stop + MS(500));
+    p.run(t0, stop, stop + MS(300));
     let at = |d: u64| MS(1000 + d);
     assert_eq!(
         p.log,
@@ -394,16 +406,6 @@ fn planned_handover_is_make_before_break() {
             (at(46), 1, Action::AddAddresses),
             (at(46), 1, Action::Announce),
             (at(46), 1, Action::SendAdvert { priority: 140 }),
-            (at(46), 0, Action::RemoveAddresses),
-            (
-                at(46),
-                0,
-                Action::Transition {
-                    from: State::Master,
-                    to: State::Initialize,
-                    reason: Reason::Shutdown
-                }
-            ),
             (
                 at(46),
                 1,
@@ -413,10 +415,18 @@ fn planned_handover_is_make_before_break() {
                     reason: Reason::MasterDown
                 }
             ),
+            (at(146), 0, Action::RemoveAddresses),
+            (
+                at(146),
+                0,
+                Action::Transition {
+                    from: State::Master,
+                    to: State::Initialize,
+                    reason: Reason::Shutdown
+                }
+            ),
             (at(146), 1, Action::SendAdvert { priority: 140 }),
             (at(246), 1, Action::SendAdvert { priority: 140 }),
-            (at(346), 1, Action::SendAdvert { priority: 140 }),
-            (at(446), 1, Action::SendAdvert { priority: 140 }),
         ]
     );
     assert_eq!(
