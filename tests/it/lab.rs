@@ -46,9 +46,10 @@ const NOT_READY: &str = "kubectl: answered, not ready";
 const LIMIT: Duration = Duration::from_secs(20);
 /// How long each drill keeps measuring after the LB noticed.
 const AFTER: Duration = Duration::from_secs(3);
-/// A longest gap at or above this in a VIP move means a client SYN was dropped and waited
-/// out TCP's 1 s initial retransmission timeout.
-const STALL_BOUND: Duration = Duration::from_millis(500);
+/// A request that starts after a VIP move and takes this long or more met a host without the
+/// address: its SYN waited out TCP's 1 s initial retransmission timeout (such requests take
+/// ~10-20 ms otherwise).
+const STALL_BOUND: Duration = Duration::from_millis(900);
 /// `health.slowStart` in the lab (bootstrap leaves the 30 s default).
 const SLOW_START: Duration = Duration::from_secs(6);
 
@@ -444,6 +445,9 @@ struct Row {
     requests: usize,
     failed: usize,
     failed_after_detection: usize,
+    /// Load requests started after detection that took [`STALL_BOUND`] or more (a SYN
+    /// that met no host with the address waits out TCP's 1 s initial timeout).
+    slow_after_detection: usize,
     gap: Duration,
     detect: Duration,
     kubectl_ok: usize,
@@ -504,6 +508,10 @@ fn row(d: &Drill, records: &[Record]) -> Row {
         requests: load.len(),
         failed: failed.len(),
         failed_after_detection: failed.iter().filter(|r| r.start >= d.detected).count(),
+        slow_after_detection: load
+            .iter()
+            .filter(|r| r.start >= d.detected && r.end - r.start >= STALL_BOUND)
+            .count(),
         gap,
         detect: d.detected - d.t0,
         kubectl_ok: kubectl
@@ -1001,21 +1009,18 @@ fn run_lab() -> Option<Result<(), String>> {
     if by(1).gap >= Duration::from_secs(1) {
         missed.push(format!("drill 1: gap {:?} >= 1 s", by(1).gap));
     }
-    // Drill 2 (issue 19): make before break, so no SYN waits out TCP's 1 s retransmission.
-    // Issue 19's target is a gap below 200 ms (the table reports it); the assertion allows
-    // STALL_BOUND because drills without any failover have shown gaps up to ~190 ms on the
-    // shared 2-core machine, while a SYN stall costs a whole second.
-    if by(2).gap >= STALL_BOUND {
-        missed.push(format!("drill 2: gap {:?} >= {STALL_BOUND:?}", by(2).gap));
-    }
-    // Preemptions: the VIP moves as in drill 2 (requests in flight at the move may fail),
-    // so: nothing fails that started after it, and no 1 s SYN stall.
-    for n in [7, 8] {
-        if by(n).failed_after_detection > 0 || by(n).gap >= STALL_BOUND {
+    // Drill 2 (issue 19) and the preemptions: make before break, so no request started
+    // after the VIP moved waits out TCP's 1 s SYN retransmission. Issue 19's target for
+    // drill 2, a longest gap below 200 ms, is reported in the table, not asserted: requests
+    // in flight when clients switch MAC can hang until their 5 s bound (the old host can no
+    // longer send on them, the client has nothing left to send), and when both load threads
+    // are in one the gap is seconds without any SYN being lost.
+    for n in [2, 7, 8] {
+        if by(n).slow_after_detection > 0 || by(n).failed_after_detection > 0 {
             missed.push(format!(
-                "drill {n}: {} failed new connections after detection, gap {:?}",
-                by(n).failed_after_detection,
-                by(n).gap
+                "drill {n}: {} request(s) started after the VIP moved took {STALL_BOUND:?} or more, {} failed",
+                by(n).slow_after_detection,
+                by(n).failed_after_detection
             ));
         }
     }
