@@ -8,7 +8,21 @@
 //!
 //! Beyond the RFC: tracking (the effective priority drops by `weight` while fewer than
 //! `healthyBackendsBelow` backends are up, with a hold time as hysteresis), keepalived's
-//! `preempt_delay`, and a fault path when the addresses cannot be added.
+//! `preempt_delay`, a fault path when the addresses cannot be added, and a make-before-break
+//! hand-over:
+//!
+//! - A stopping master sends priority 0 but keeps the addresses (so the proxy keeps
+//!   accepting on them) until one advert interval after it hears the new master's first
+//!   advert (keepalived announces just after that advert), or until [`release_bound`]
+//!   passes; only then does it remove them and go to Initialize. It repeats the priority-0
+//!   advert every interval until it hears the new master, in case one is lost.
+//! - A new master adds the addresses and announces them *before* its first advert, so when
+//!   the old master (seeing that advert) lets go, clients already follow the new MAC.
+//!
+//! Between those two points both hosts hold the addresses for a moment; that is harmless
+//! because clients follow the newest gratuitous ARP / unsolicited NA, which is the new
+//! master's. Without this, a SYN sent in the skew time (nobody holds the address) is
+//! dropped and the client retries it only after TCP's 1 s initial retransmission timeout.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -24,6 +38,17 @@ pub const ANNOUNCE_REPEAT: Duration = Duration::from_secs(5);
 pub const FAULT_BACKOFF: Duration = Duration::from_secs(1);
 /// Priority of the address owner (goes master at once); never reached through config.
 pub const OWNER_PRIORITY: u8 = 255;
+/// A stopping master waits for the new master's first advert at most this many advert
+/// intervals (a backup takes over within one: its skew time).
+pub const RELEASE_ADVERTS: u32 = 3;
+/// ... and never longer than this, whatever the interval (the caller's stop is bounded).
+pub const RELEASE_LIMIT: Duration = Duration::from_secs(2);
+
+/// How long a stopping master with advert interval `interval` keeps the addresses while it
+/// waits for the new master: [`RELEASE_ADVERTS`] intervals, at most [`RELEASE_LIMIT`].
+pub fn release_bound(interval: Duration) -> Duration {
+    (interval * RELEASE_ADVERTS).min(RELEASE_LIMIT)
+}
 
 /// RFC states. `Initialize` is both "not started" and "stopped".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,7 +103,8 @@ pub struct Params {
 pub enum Event {
     /// Leave Initialize (the addresses were checked and the sockets are open).
     Start,
-    /// Graceful stop: release the addresses and tell the backups.
+    /// Graceful stop: tell the backups (priority 0) and release the addresses once the new
+    /// master is heard (or [`release_bound`] passes).
     Stop,
     /// The earliest deadline ([`Fsm::next_deadline`]) has passed.
     Timer,
@@ -111,8 +137,10 @@ pub enum Reason {
     Owner,
     /// A router with a higher priority (or equal priority and higher address) is master.
     Preempted,
-    /// Graceful stop.
+    /// Graceful stop: the new master was heard.
     Shutdown,
+    /// Graceful stop: no new master was heard within [`release_bound`].
+    ShutdownUnanswered,
     /// The addresses could not be added.
     AddressFailure,
 }
@@ -126,6 +154,7 @@ impl Reason {
             Reason::Owner => "owner",
             Reason::Preempted => "preempted",
             Reason::Shutdown => "shutdown",
+            Reason::ShutdownUnanswered => "shutdown_unanswered",
             Reason::AddressFailure => "address_failure",
         }
     }
@@ -182,6 +211,10 @@ pub struct Fsm {
     adver_at: Option<Instant>,
     down_at: Option<Instant>,
     announce_at: Option<Instant>,
+    /// While a stopping master waits for the new one: when it lets go at the latest.
+    release_at: Option<Instant>,
+    /// While releasing: whether the new master has been heard.
+    heard: bool,
     /// When a lower-priority master was first seen (for `preempt_delay`).
     lower_master_since: Option<Instant>,
     /// Tracking: whether the priority is lowered now.
@@ -203,6 +236,8 @@ impl Fsm {
             adver_at: None,
             down_at: None,
             announce_at: None,
+            release_at: None,
+            heard: false,
             lower_master_since: None,
             degraded: false,
             track_pending: None,
@@ -222,6 +257,12 @@ impl Fsm {
             (true, Some(t)) if p != OWNER_PRIORITY => p.saturating_sub(t.weight).max(1),
             _ => p,
         }
+    }
+
+    /// Whether a stopping master is waiting for the new master before it lets go of the
+    /// addresses (the state is still Master).
+    pub fn releasing(&self) -> bool {
+        self.release_at.is_some()
     }
 
     /// The master as far as we know: us, the sender of the last accepted advert, or none.
@@ -252,6 +293,7 @@ impl Fsm {
             self.adver_at,
             self.down_at,
             self.announce_at,
+            self.release_at,
             self.track_pending
                 .and_then(|(_, since)| self.params.track.map(|t| since + t.hold)),
         ]
@@ -265,7 +307,7 @@ impl Fsm {
         let mut out = Vec::new();
         match event {
             Event::Start => self.start(now, &mut out),
-            Event::Stop => self.stop(&mut out),
+            Event::Stop => self.stop(now, &mut out),
             Event::Timer => self.timer(now, &mut out),
             Event::Advert {
                 from,
@@ -274,7 +316,7 @@ impl Fsm {
             } => self.advert(from, priority, interval, now, &mut out),
             Event::Healthy(n) => self.healthy(n, now, &mut out),
             Event::AddressFailure => {
-                if self.state == State::Master {
+                if self.state == State::Master && !self.releasing() {
                     out.push(Action::SendAdvert { priority: 0 });
                     out.push(Action::RemoveAddresses);
                     self.become_backup(now, Reason::AddressFailure, &mut out);
@@ -299,19 +341,33 @@ impl Fsm {
         }
     }
 
-    fn stop(&mut self, out: &mut Vec<Action>) {
+    fn stop(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.state {
-            State::Initialize => return,
+            State::Initialize => {}
+            // Already waiting for the new master.
+            State::Master if self.releasing() => {}
             State::Master => {
+                // Make before break: keep the addresses until the new master is heard.
                 out.push(Action::SendAdvert { priority: 0 });
-                out.push(Action::RemoveAddresses);
+                self.adver_at = Some(now + self.params.interval);
+                self.announce_at = None;
+                self.release_at = Some(now + release_bound(self.params.interval));
             }
-            State::Backup => {}
+            State::Backup => self.finish_stop(Reason::Shutdown, out),
         }
-        self.transition(State::Initialize, Reason::Shutdown, out);
+    }
+
+    /// Leave for Initialize, releasing the addresses if we hold them.
+    fn finish_stop(&mut self, reason: Reason, out: &mut Vec<Action>) {
+        if self.state == State::Master {
+            out.push(Action::RemoveAddresses);
+        }
+        self.transition(State::Initialize, reason, out);
         self.adver_at = None;
         self.down_at = None;
         self.announce_at = None;
+        self.release_at = None;
+        self.heard = false;
         self.master = None;
     }
 
@@ -326,6 +382,20 @@ impl Fsm {
             State::Backup => {
                 if self.down_at.is_some_and(|t| now >= t) {
                     self.become_master(now, Reason::MasterDown, out);
+                }
+            }
+            State::Master if self.releasing() => {
+                if self.release_at.is_some_and(|t| now >= t) {
+                    let master = self.master;
+                    if self.heard {
+                        self.finish_stop(Reason::Shutdown, out);
+                        self.master = master;
+                    } else {
+                        self.finish_stop(Reason::ShutdownUnanswered, out);
+                    }
+                } else if self.adver_at.is_some_and(|t| now >= t) {
+                    out.push(Action::SendAdvert { priority: 0 });
+                    self.adver_at = Some(now + self.params.interval);
                 }
             }
             State::Master => {
@@ -374,6 +444,19 @@ impl Fsm {
                 }
                 // Else: a lower-priority master and we preempt: let the timer run out.
             }
+            State::Master if self.releasing() => {
+                // Any advert but a priority-0 one comes from the new master. apilb adds and
+                // announces before its first advert, but keepalived 2.2.7 advertises first
+                // and adds the addresses and announces them right after: hold on for one
+                // more interval (within the bound), then let go.
+                if priority != 0 && !self.heard {
+                    self.heard = true;
+                    self.master = Some(from);
+                    self.adver_at = None;
+                    let linger = now + self.params.interval;
+                    self.release_at = self.release_at.map(|t| t.min(linger));
+                }
+            }
             State::Master => {
                 if priority == 0 {
                     out.push(Action::SendAdvert { priority: local });
@@ -393,8 +476,13 @@ impl Fsm {
                     self.master = Some(from);
                 } else {
                     // Assert ourselves at once (as keepalived does) so the other side gives
-                    // way without waiting for our next advert.
+                    // way without waiting for our next advert, and announce again: the other
+                    // master has announced itself (a new master announces before its first
+                    // advert), so clients now send to its MAC, and it is about to remove the
+                    // addresses; without this they would stall on a stale ARP / neighbour
+                    // entry until it expires (seconds).
                     out.push(Action::SendAdvert { priority: local });
+                    out.push(Action::Announce);
                     self.adver_at = Some(now + self.params.interval);
                 }
             }
@@ -436,7 +524,7 @@ impl Fsm {
     /// After the effective priority changed: a master tells the backups at once, so a
     /// better one can preempt without waiting for the next advert.
     fn priority_changed(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.state == State::Master {
+        if self.state == State::Master && !self.releasing() {
             out.push(Action::SendAdvert {
                 priority: self.priority(),
             });
@@ -459,17 +547,19 @@ impl Fsm {
                 to: after,
             });
             self.priority_changed(now, out);
-        } else if interval_changed && self.state == State::Master {
+        } else if interval_changed && self.state == State::Master && !self.releasing() {
             self.adver_at = Some(now + self.params.interval);
         }
     }
 
     fn become_master(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
+        // Addresses and announcements before the advert: a stopping or preempted master lets
+        // go when it hears this advert, and by then clients already follow our MAC.
+        out.push(Action::AddAddresses);
+        out.push(Action::Announce);
         out.push(Action::SendAdvert {
             priority: self.priority(),
         });
-        out.push(Action::AddAddresses);
-        out.push(Action::Announce);
         self.transition(State::Master, reason, out);
         self.adver_at = Some(now + self.params.interval);
         self.announce_at = Some(now + ANNOUNCE_REPEAT);

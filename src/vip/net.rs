@@ -370,6 +370,27 @@ impl Sockets {
         }
     }
 
+    /// The next packet already queued on either family, without waiting: `None` when there
+    /// is none (or on a receive error, which the next [`Sockets::recv`] reports).
+    pub(crate) fn try_recv(&self) -> Option<io::Result<Result<Received, Invalid>>> {
+        let mut buf = [0u8; 2048];
+        if let Some(fd) = &self.rx4 {
+            match fd.get_ref().read(&mut buf) {
+                Ok(n) => return Some(Ok(packet::decode_ipv4(&buf[..n]))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+        if let Some(fd) = &self.rx6 {
+            match recv_v6(fd.get_ref(), &mut buf) {
+                Ok(r) => return Some(Ok(r)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
     /// Gratuitous ARP for each IPv4 address, unsolicited NA for each IPv6 one.
     pub(crate) fn announce(&self, addrs: &[VipAddress]) -> io::Result<usize> {
         let mut sent = 0;

@@ -8,7 +8,9 @@
 //!   Vip handle ──cmd─────┘ (reload, stop)
 //! ```
 //! The select is biased towards the timer, so a flood of packets (valid or not) never delays
-//! our own adverts.
+//! our own adverts; but before a backup acts on its due down timer it reads the packets
+//! already queued (at most [`QUEUED_BEFORE_TIMER`]), so a master's advert that arrived while
+//! the process was starved still counts.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -18,9 +20,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::fsm::{Action, Event, Fsm, Params, State};
+use super::fsm::{Action, Event, Fsm, Params, Reason, State};
 use super::net::{self, Sockets};
-use super::packet::{Advert, Invalid};
+use super::packet::{Advert, Invalid, Received};
 use super::{Error, Interface, check_interface};
 use crate::backend::View;
 use crate::config::VipConfig;
@@ -29,7 +31,11 @@ use crate::metrics::VipMetrics;
 /// Gratuitous ARPs / NAs per address in one announcement burst (keepalived's
 /// `garp_master_repeat` default).
 pub const ANNOUNCE_BURST: usize = 5;
-/// Longest a graceful stop waits for the priority-0 advert and the address removal.
+/// At most this many packets already queued are read before a backup's due down timer is
+/// acted on.
+const QUEUED_BEFORE_TIMER: usize = 64;
+/// Longest [`Vip::shutdown`] waits for the hand-over (priority-0 advert, the new master
+/// heard or [`super::fsm::RELEASE_LIMIT`] passed, addresses removed).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The healthy-backend count source: the backend set's view, whose Up endpoints are
@@ -141,7 +147,7 @@ impl Vip {
     }
 
     /// Apply the live-changeable settings of `new` (priority, interval, preemption,
-    /// tracking). The caller has checked [`super::live_change`].
+    /// tracking). The caller has checked that the change is live ([`crate::config::diff`]).
     pub async fn reload(&self, new: VipConfig) {
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
         let _ = self.cmd.send(Command::Reconfigure(Box::new(new))).await;
@@ -155,8 +161,11 @@ impl Vip {
             .clone()
     }
 
-    /// Graceful stop: a master sends a priority-0 advert and removes the addresses. Bounded
-    /// by [`STOP_TIMEOUT`].
+    /// Graceful stop, make before break: a master sends a priority-0 advert and keeps the
+    /// addresses (the proxy keeps accepting on them) until one advert interval after it
+    /// hears the new master's first advert, or until [`super::fsm::release_bound`] passes,
+    /// then removes them; returns after that.
+    /// Call it before the listeners close. Bounded by [`STOP_TIMEOUT`].
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.cmd.send(Command::Stop(tx)).await.is_ok()
@@ -230,12 +239,37 @@ impl Runner {
         self.track_now().await;
         // False once the backend set is gone (the process is stopping).
         let mut healthy_open = true;
+        // Set once a stop has begun: whom to tell when the addresses are released. The
+        // command channel is not read any more then.
+        let mut stopping: Option<Option<oneshot::Sender<()>>> = None;
         loop {
+            if stopping.is_some() && self.fsm.state() == State::Initialize {
+                if let Some(Some(done)) = stopping.take() {
+                    let _ = done.send(());
+                }
+                return;
+            }
             let deadline = self.fsm.next_deadline();
             let acts = tokio::select! {
                 biased;
-                () = sleep_until(deadline) => self.fsm.handle(Event::Timer, Instant::now()),
-                cmd = cmds.recv() => match cmd {
+                () = sleep_until(deadline) => {
+                    // A backup's down timer must not beat adverts that are already waiting
+                    // in the socket (a starved process on a busy host wakes up late with
+                    // both due): read those first, so the timer fires only if no master
+                    // spoke. Bounded by what is queued now.
+                    if self.fsm.state() == State::Backup {
+                        for _ in 0..QUEUED_BEFORE_TIMER {
+                            let Some(pkt) = self.sockets.try_recv() else { break };
+                            let acts = match pkt {
+                                Ok(pkt) => self.packet(pkt, &own),
+                                Err(_) => break,
+                            };
+                            self.execute(acts).await;
+                        }
+                    }
+                    self.fsm.handle(Event::Timer, Instant::now())
+                }
+                cmd = cmds.recv(), if stopping.is_none() => match cmd {
                     Some(Command::Reconfigure(cfg)) => {
                         let p = params(&cfg, self.fsm.params().local);
                         self.cfg = *cfg;
@@ -246,16 +280,15 @@ impl Runner {
                         Vec::new()
                     }
                     Some(Command::Stop(done)) => {
-                        let acts = self.fsm.handle(Event::Stop, Instant::now());
-                        self.execute(acts).await;
-                        let _ = done.send(());
-                        return;
+                        stopping = Some(Some(done));
+                        self.stop_begun();
+                        self.fsm.handle(Event::Stop, Instant::now())
                     }
                     None => {
                         // The handle is gone without a stop (process exit): release anyway.
-                        let acts = self.fsm.handle(Event::Stop, Instant::now());
-                        self.execute(acts).await;
-                        return;
+                        stopping = Some(None);
+                        self.stop_begun();
+                        self.fsm.handle(Event::Stop, Instant::now())
                     }
                 },
                 r = self.healthy.changed(), if healthy_open => match r {
@@ -270,38 +303,7 @@ impl Runner {
                     }
                 },
                 pkt = self.sockets.recv() => match pkt {
-                    Ok(Ok(r)) if own.contains(&r.src) => Vec::new(),
-                    Ok(Ok(r)) => {
-                        let valid = if !self.cfg.unicast_peers.is_empty()
-                            && !self.cfg.unicast_peers.contains(&r.src)
-                        {
-                            Err(Invalid::UnknownPeer)
-                        } else {
-                            let ours: Vec<IpAddr> = self.cfg.addresses.iter().map(|a| a.ip).collect();
-                            r.advert.check_for(self.cfg.vrid, &ours)
-                        };
-                        match valid {
-                            Ok(()) => {
-                                self.metrics.adverts_received.inc();
-                                self.fsm.handle(
-                                    Event::Advert {
-                                        from: r.src,
-                                        priority: r.advert.priority,
-                                        interval: Duration::from_millis(10 * u64::from(r.advert.interval_cs)),
-                                    },
-                                    Instant::now(),
-                                )
-                            }
-                            Err(why) => {
-                                self.invalid(why, Some(r.src));
-                                Vec::new()
-                            }
-                        }
-                    }
-                    Ok(Err(why)) => {
-                        self.invalid(why, None);
-                        Vec::new()
-                    }
+                    Ok(pkt) => self.packet(pkt, &own),
                     Err(e) => {
                         tracing::warn!(error = %e, "vip: receive failed");
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -319,6 +321,52 @@ impl Runner {
             let n = self.healthy.borrow_and_update().up();
             let acts = self.fsm.handle(Event::Healthy(n), Instant::now());
             self.execute(acts).await;
+        }
+    }
+
+    /// Check a received packet and hand a valid advert to the FSM.
+    fn packet(&mut self, pkt: Result<Received, Invalid>, own: &[IpAddr]) -> Vec<Action> {
+        let r = match pkt {
+            Ok(r) if own.contains(&r.src) => return Vec::new(),
+            Ok(r) => r,
+            Err(why) => {
+                self.invalid(why, None);
+                return Vec::new();
+            }
+        };
+        let valid =
+            if !self.cfg.unicast_peers.is_empty() && !self.cfg.unicast_peers.contains(&r.src) {
+                Err(Invalid::UnknownPeer)
+            } else {
+                let ours: Vec<IpAddr> = self.cfg.addresses.iter().map(|a| a.ip).collect();
+                r.advert.check_for(self.cfg.vrid, &ours)
+            };
+        match valid {
+            Ok(()) => {
+                self.metrics.adverts_received.inc();
+                self.fsm.handle(
+                    Event::Advert {
+                        from: r.src,
+                        priority: r.advert.priority,
+                        interval: Duration::from_millis(10 * u64::from(r.advert.interval_cs)),
+                    },
+                    Instant::now(),
+                )
+            }
+            Err(why) => {
+                self.invalid(why, Some(r.src));
+                Vec::new()
+            }
+        }
+    }
+
+    fn stop_begun(&self) {
+        if self.fsm.state() == State::Master {
+            tracing::info!(
+                vrid = self.cfg.vrid,
+                "vip: sending priority 0; keeping the addresses until the new master is heard (at most {:?})",
+                super::fsm::release_bound(self.fsm.params().interval)
+            );
         }
     }
 
@@ -386,6 +434,17 @@ impl Runner {
                         "vip: {from} -> {to} ({})",
                         reason.as_str()
                     );
+                    match (from, reason) {
+                        (State::Master, Reason::Shutdown) => tracing::info!(
+                            master = %self.fsm.master().map(|m| m.to_string()).unwrap_or_default(),
+                            "vip: the new master was heard; addresses released"
+                        ),
+                        (State::Master, Reason::ShutdownUnanswered) => tracing::warn!(
+                            "vip: no new master heard within {:?}; addresses released",
+                            super::fsm::release_bound(self.fsm.params().interval)
+                        ),
+                        _ => {}
+                    }
                 }
                 Action::SplitBrain {
                     peer,

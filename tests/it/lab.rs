@@ -46,6 +46,10 @@ const NOT_READY: &str = "kubectl: answered, not ready";
 const LIMIT: Duration = Duration::from_secs(20);
 /// How long each drill keeps measuring after the LB noticed.
 const AFTER: Duration = Duration::from_secs(3);
+/// A request that starts after a VIP move and takes this long or more met a host without the
+/// address: its SYN waited out TCP's 1 s initial retransmission timeout (such requests take
+/// ~10-20 ms otherwise).
+const STALL_BOUND: Duration = Duration::from_millis(900);
 /// `health.slowStart` in the lab (bootstrap leaves the 30 s default).
 const SLOW_START: Duration = Duration::from_secs(6);
 
@@ -441,6 +445,9 @@ struct Row {
     requests: usize,
     failed: usize,
     failed_after_detection: usize,
+    /// Load requests started after detection that took [`STALL_BOUND`] or more (a SYN
+    /// that met no host with the address waits out TCP's 1 s initial timeout).
+    slow_after_detection: usize,
     gap: Duration,
     detect: Duration,
     kubectl_ok: usize,
@@ -501,6 +508,10 @@ fn row(d: &Drill, records: &[Record]) -> Row {
         requests: load.len(),
         failed: failed.len(),
         failed_after_detection: failed.iter().filter(|r| r.start >= d.detected).count(),
+        slow_after_detection: load
+            .iter()
+            .filter(|r| r.start >= d.detected && r.end - r.start >= STALL_BOUND)
+            .count(),
         gap,
         detect: d.detected - d.t0,
         kubectl_ok: kubectl
@@ -540,31 +551,35 @@ fn table(rows: &[Row]) -> String {
     s
 }
 
-/// Wait until lb-1 (the highest priority) alone holds the VIP, then a second more.
-/// Wait until lb-1 alone holds the VIP again (preemption after a restart) and the client's
-/// traffic has settled on it: requests started a second later all succeed for a second.
-/// Without the second part, a client whose ARP entry still pointed at the demoted LB could
-/// stall on SYN retries into the next drill's window.
-fn settle_on_lb1(lab: &Lab, load: &Load) {
+/// The LB `k` stopped by a drill starts again; lb-1 (priority 150) takes the VIP back by
+/// preemption. Measured as drill `n`: from the restart until [`AFTER`] past the moment
+/// lb-1 alone holds the VIP. The new master adds the address and announces it before its
+/// first advert, and lb-2 lets go on that advert, so no client SYN meets a host without
+/// the address (such a SYN is retried only after TCP's 1 s initial timeout; that was the
+/// "stale ARP" stall that earlier lab runs saw after a preemption).
+fn restart_and_preempt(
+    lab: &Lab,
+    out: &Path,
+    lbs: &mut [Option<LbProcess>],
+    k: usize,
+    n: u8,
+) -> Drill {
+    lbs[k] = None;
+    let t0 = Instant::now();
+    lbs[k] = Some(start_lb(lab, out, k));
     netns::poll(LIMIT, "lb-1 alone holds the VIP", || {
         lab.has_addr(LB[0], VIP) && !lab.has_addr(LB[1], VIP)
     });
-    let held = Instant::now();
-    std::thread::sleep(Duration::from_secs(1));
-    wait_for(LIMIT, "client traffic settled on lb-1", || {
-        let records = load.records();
-        let mut recent = records
-            .iter()
-            .filter(|r| !r.kubectl && r.start >= held + Duration::from_secs(1));
-        let Some(first_ok) = recent.clone().find(|r| r.result.is_ok()).map(|r| r.start) else {
-            return false;
-        };
-        // A second of requests after the first success, none failed.
-        recent.all(|r| r.start < first_ok || r.result.is_ok())
-            && records
-                .iter()
-                .any(|r| !r.kubectl && r.start >= first_ok + Duration::from_secs(1))
-    });
+    let detected = Instant::now();
+    std::thread::sleep(AFTER);
+    Drill {
+        n,
+        what: format!("lb-{} back, lb-1 takes the VIP (preemption)", k + 1),
+        t0,
+        detected,
+        end: Instant::now(),
+        note: "detected = lb-1 alone holds the VIP".into(),
+    }
 }
 
 /// Which LB holds the VIP.
@@ -587,34 +602,55 @@ fn share(records: &[Record], name: &str, from: Instant, to: Instant) -> f64 {
     ok.iter().filter(|s| s.as_str() == name).count() as f64 / ok.len() as f64
 }
 
-/// The six drills of issue 7 against a bootstrapped two-LB, three-master lab, with the
-/// targets asserted after the table is printed.
-/// The lab's timing targets depend on a 2-core machine shared with the rest of the test
-/// suite; one run in about ten missed one (a client stalled for a SYN retry while the VIP
-/// moved back to lb-1). A miss is printed in full and the lab is run once more; the second
-/// run must meet every target.
+/// The six drills of issue 7 against a bootstrapped two-LB, three-master lab, plus the two
+/// preemptions that follow drills 1 and 2, with the targets asserted after the table is
+/// printed. One run: every target must be met the first time.
 #[test]
 fn ha_lab_drills() {
     if !netns::privileged("the HA lab") || !have_tool("kubectl", "kubectl") {
         return;
     }
-    let Some(first) = run_lab() else { return };
-    let Err(miss) = first else { return };
-    eprintln!("HA lab: the first run missed a target; running it once more.\n{miss}");
     if let Some(Err(miss)) = run_lab() {
-        panic!("HA lab: the second run missed too:\n{miss}");
+        panic!("HA lab: {miss}");
     }
 }
 
-/// One run of the lab and its drills: `None` if it cannot run here, else whether every
-/// target was met (the table and the misses if not).
-fn run_lab() -> Option<Result<(), String>> {
-    let lab = Lab::with_nodes("lab", 6)?;
-    let began = Instant::now();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cluster = dir.path().join("cluster.yaml");
+/// When and on what the lab ran, for the tables in the READMEs: UTC time, the commit (with
+/// `+changes` when the tree differs from it), the build profile and the load average.
+fn provenance() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let changed =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "{} UTC, commit {commit}{}, {} build, load average {}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        if changed { "+changes" } else { "" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        load.join(" ")
+    )
+}
+
+/// Write the cluster description into `dir` and run `apilb bootstrap` on it; the output
+/// directory.
+fn bootstrap(dir: &Path) -> PathBuf {
+    let cluster = dir.join("cluster.yaml");
     std::fs::write(&cluster, cluster_yaml()).expect("cluster.yaml");
-    let out = dir.path().join("out");
+    let out = dir.join("out");
     let o = apilb_cmd(&[
         "bootstrap",
         "--cluster",
@@ -623,6 +659,133 @@ fn run_lab() -> Option<Result<(), String>> {
         &out.display().to_string(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// Drill 2 with keepalived moving the VIP instead of apilb's own VRRP, for issue 19's
+/// comparison: the same lab and load, apilb on lb-1 and lb-2 without its `vip:` section
+/// (it still listens on the VIP with freebind), keepalived with priorities 150 / 140 on the
+/// same VRID, VIP and 100 ms adverts. keepalived on the active host gets SIGTERM (priority
+/// 0, the VIP removed at once); once the backup holds the VIP, apilb there gets SIGTERM
+/// too. Prints rows 0 and 2 of the lab's table; asserts what holds for any VRRP speaker
+/// (no failure without a drill, none among connections started after the VIP moved).
+///
+/// Run: `sudo APILB_REQUIRE_PRIVILEGED=1 cargo test --test it lab::ha_lab_keepalived -- --nocapture`.
+#[test]
+fn ha_lab_keepalived_sigterm() {
+    if !netns::privileged("the HA lab with keepalived")
+        || !have_tool("kubectl", "kubectl")
+        || !have_tool("keepalived", "keepalived")
+    {
+        return;
+    }
+    let Some(lab) = Lab::with_nodes("lka", 6) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = bootstrap(dir.path());
+    let kubeconfig = out.join("master-1").join("admin.conf");
+    // Processes are declared after the lab, so they are dropped (killed) before it.
+    let _masters: Vec<NsProc> = (0..3).map(|i| start_master(&lab, &out, i)).collect();
+    let mut ka = vec![netns::Keepalived::start(&lab, LB[0], 150, dir.path())];
+    netns::poll(LIMIT, "keepalived on lb-1 holds the VIP", || {
+        lab.has_addr(LB[0], VIP)
+    });
+    ka.push(netns::Keepalived::start(&lab, LB[1], 140, dir.path()));
+    let mut lbs: Vec<LbProcess> = (0..2)
+        .map(|k| {
+            let text = lb_yaml(&out, &format!("lb-{}", k + 1));
+            let (proxy, vip) = text.split_once("\nvip:\n").expect("a vip section");
+            assert!(
+                vip.lines().all(|l| l.starts_with(' ')),
+                "the vip section is the last one:\n{text}"
+            );
+            let lb = LbProcess::spawn_in_netns(&lab.ns(LB[k]), &format!("{proxy}\n"));
+            wait_for(LIMIT, "apilb serving", || {
+                lb.log().contains("apilb serving")
+            });
+            lb
+        })
+        .collect();
+    for i in 0..3 {
+        wait_for(LIMIT, "every master up in lb-1", || {
+            backend_state(&lab, LB[0], &master_name(i)) == "up"
+        });
+    }
+    let load = Load::start(&lab, client_tls(&kubeconfig), kubeconfig.clone());
+    wait_for(LIMIT, "first answers through the VIP", || {
+        load.records()
+            .iter()
+            .any(|r| !r.kubectl && r.result.is_ok())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let baseline_end = Instant::now();
+    let baseline = Drill {
+        n: 0,
+        what: "baseline (no failure)".into(),
+        t0: baseline_end - Duration::from_secs(2),
+        detected: baseline_end - Duration::from_secs(2),
+        end: baseline_end,
+        note: "keepalived moves the VIP".into(),
+    };
+
+    assert!(lab.has_addr(LB[0], VIP) && !lab.has_addr(LB[1], VIP));
+    let t0 = Instant::now();
+    ka[0].signal(Signal::SIGTERM);
+    netns::poll(
+        LIMIT,
+        "backup holds the VIP after keepalived's SIGTERM",
+        || lab.has_addr(LB[1], VIP),
+    );
+    let detected = Instant::now();
+    lbs[0].signal(Signal::SIGTERM);
+    wait_for(Duration::from_secs(35), "the stopped LB exits", || {
+        lbs[0].child.try_wait().expect("wait").is_some()
+    });
+    std::thread::sleep(AFTER);
+    let drill2 = Drill {
+        n: 2,
+        what: "SIGTERM active keepalived (lb-1), then its apilb".into(),
+        t0,
+        detected,
+        end: Instant::now(),
+        note: "keepalived moves the VIP".into(),
+    };
+    let records = load.records();
+    drop(load);
+    let rows = [row(&baseline, &records), row(&drill2, &records)];
+    println!(
+        "\nHA lab with keepalived, {}:\n\n{}",
+        provenance(),
+        table(&rows)
+    );
+    for r in rows.iter().filter(|r| !r.errors.is_empty()) {
+        println!("drill {} failures (first {}):", r.n, r.errors.len());
+        for e in &r.errors {
+            println!("  {e}");
+        }
+    }
+    assert!(
+        ka[0].log().contains("sent 0 priority"),
+        "keepalived handed over gracefully:\n{}",
+        ka[0].log()
+    );
+    assert!(
+        ka[1].log().contains("Entering MASTER STATE"),
+        "{}",
+        ka[1].log()
+    );
+    assert_eq!(rows[0].failed + rows[0].kubectl_failed, 0, "baseline");
+    assert_eq!(rows[1].failed_after_detection, 0, "drill 2");
+}
+
+/// One run of the lab and its drills: `None` if it cannot run here, else whether every
+/// target was met (the table and the misses if not).
+fn run_lab() -> Option<Result<(), String>> {
+    let lab = Lab::with_nodes("lab", 6)?;
+    let began = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = bootstrap(dir.path());
     let kubeconfig = out.join("master-1").join("admin.conf");
 
     // Processes are declared after the lab, so they are dropped (killed) before it.
@@ -672,11 +835,8 @@ fn run_lab() -> Option<Result<(), String>> {
         end: Instant::now(),
         note: "detected = VIP on the backup".into(),
     });
-    // The killed LB comes back; lb-1 (priority 150) preempts and takes the VIP back (outside
-    // the drill windows).
-    lbs[a] = None;
-    lbs[a] = Some(start_lb(&lab, &out, a));
-    settle_on_lb1(&lab, &load);
+    // 7. The killed LB comes back; lb-1 (priority 150) takes the VIP back.
+    drills.push(restart_and_preempt(&lab, &out, &mut lbs, a, 7));
 
     // 2. SIGTERM the active LB: priority 0, VIP released, connections drained.
     let a = active(&lab);
@@ -724,9 +884,8 @@ fn run_lab() -> Option<Result<(), String>> {
             t0.elapsed().as_millis() - AFTER.as_millis(),
         ),
     });
-    lbs[a] = None;
-    lbs[a] = Some(start_lb(&lab, &out, a));
-    settle_on_lb1(&lab, &load);
+    // 8. The stopped LB comes back; lb-1 takes the VIP back.
+    drills.push(restart_and_preempt(&lab, &out, &mut lbs, a, 8));
     let lb = LB[active(&lab)];
 
     // 3. kill -9 master-1.
@@ -831,8 +990,9 @@ fn run_lab() -> Option<Result<(), String>> {
     let rows: Vec<Row> = drills.iter().map(|d| row(d, &records)).collect();
     let table = table(&rows);
     println!(
-        "\nHA lab, {:.0} s in all:\n\n{table}",
-        began.elapsed().as_secs_f64()
+        "\nHA lab, {:.0} s in all, {}:\n\n{table}",
+        began.elapsed().as_secs_f64(),
+        provenance()
     );
     for r in rows.iter().filter(|r| !r.errors.is_empty()) {
         println!("drill {} failures (first {}):", r.n, r.errors.len());
@@ -849,16 +1009,28 @@ fn run_lab() -> Option<Result<(), String>> {
     if by(1).gap >= Duration::from_secs(1) {
         missed.push(format!("drill 1: gap {:?} >= 1 s", by(1).gap));
     }
-    // Drill 2: requests in flight on the stopping LB when the VIP moves cannot survive an L2
-    // move (the client's packets follow the GARP to the new master, which resets them; see
-    // benches/lab/README.md), so only those may fail; nothing that connected after the move.
-    let d2 = by(2);
-    if d2.failed_after_detection > 0 || d2.failed + d2.kubectl_failed > open_at_release {
-        missed.push(format!(
-            "drill 2: {} failed requests ({} after the VIP moved), {} failed kubectl, {open_at_release} connection(s) in flight at the release",
-            d2.failed, d2.failed_after_detection, d2.kubectl_failed
-        ));
+    // Drill 2 (issue 19) and the preemptions: make before break, so no request started
+    // after the VIP moved waits out TCP's 1 s SYN retransmission. Issue 19's target for
+    // drill 2, a longest gap below 200 ms, is reported in the table, not asserted: requests
+    // in flight when clients switch MAC can hang until their 5 s bound (the old host can no
+    // longer send on them, the client has nothing left to send), and when both load threads
+    // are in one the gap is seconds without any SYN being lost.
+    for n in [2, 7, 8] {
+        if by(n).slow_after_detection > 0 || by(n).failed_after_detection > 0 {
+            missed.push(format!(
+                "drill {n}: {} request(s) started after the VIP moved took {STALL_BOUND:?} or more, {} failed",
+                by(n).slow_after_detection,
+                by(n).failed_after_detection
+            ));
+        }
     }
+    // Drill 2: requests in flight when clients switch to the new master cannot survive an L2
+    // move (their packets follow the new master's ARP, and it has no socket for them; see
+    // benches/lab/README.md), so only those may fail: none that started after the move
+    // (asserted above). With make before break such a request may have been accepted by the
+    // stopping LB during the hand-over and be finished on its side before it releases the
+    // VIP, so its count of connections open at the release does not bound the failures.
+    let d2 = by(2);
     if d2.failed + d2.kubectl_failed > 0 {
         println!(
             "drill 2: {} request(s) failed, all in flight when the VIP moved (issue 7's zero-failure target is missed for in-flight requests)",

@@ -5,13 +5,15 @@
 //! keepalived comes from `apt-get install keepalived`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use apilb::vip::packet::{self, Advert, ChecksumStyle};
 use nix::sys::signal::Signal;
 
-use crate::support::netns::{self, Lab, VIP, http_get_in, in_ns, metric, node_ip, poll, reaches};
+use crate::support::netns::{
+    self, AddrEvent, AddressMonitor, Keepalived, Lab, VIP, http_get_in, in_ns, metric, node_ip,
+    poll, reaches,
+};
 use crate::support::{LbProcess, have_tool};
 
 const PORT: u16 = 6443;
@@ -70,6 +72,36 @@ fn vip_status(lab: &Lab, i: u8) -> String {
     http_get_in(&lab.ns(i), admin(), "/status")
 }
 
+/// Wait until node `old` has removed `ip`, and assert that node `new` had added it before
+/// (make before break: both hold it for a moment, never neither). IPv4 only: the kernel
+/// orders IPv4 address notifications as it makes the changes, IPv6 additions not.
+fn assert_make_before_break(mon: &AddressMonitor, ip: IpAddr, new: u8, old: u8, logs: &str) {
+    let events = mon.wait_for(&AddrEvent {
+        node: old,
+        added: false,
+        ip,
+    });
+    let added = events.iter().position(|e| e.node == new && e.added);
+    let removed = events.iter().position(|e| e.node == old && !e.added);
+    assert!(
+        matches!((added, removed), (Some(a), Some(r)) if a < r),
+        "n{new} adds {ip} before n{old} removes it; kernel order: {events:?}\n{logs}"
+    );
+}
+
+/// The stopping LB's log shows the make-before-break hand-over: priority 0 sent, the new
+/// master heard, then the addresses released (not the bound running out).
+fn assert_handed_over(log: &str) {
+    let sent = log.find("vip: sending priority 0; keeping the addresses");
+    let heard = log.find("vip: the new master was heard; addresses released");
+    assert!(
+        matches!((sent, heard), (Some(s), Some(h)) if s < h),
+        "hand-over in the log:\n{log}"
+    );
+    assert!(log.contains("master -> initialize (shutdown)"), "{log}");
+    assert!(!log.contains("shutdown_unanswered"), "{log}");
+}
+
 fn kill(lb: &mut LbProcess, sig: Signal) {
     lb.signal(sig);
     poll(LIMIT, "apilb exits", || {
@@ -101,22 +133,26 @@ fn two_apilb_fail_over_kill_term_and_link_down() {
     assert!(took < Duration::from_millis(1500), "{took:?}");
     client_reaches_vip(&lab);
 
-    // The restarted node removes the leftover address, then preempts.
+    // The restarted node removes the leftover address, then preempts: it adds the address
+    // and announces it before its first advert, and n2 lets go on that advert.
+    let mon = lab.monitor_addresses();
     let mut a = start_lb(&lab, 1, 150);
     poll(LIMIT, "n1 takes the VIP back", || {
         lab.has_addr(1, VIP) && !lab.has_addr(2, VIP)
     });
+    assert_make_before_break(&mon, IpAddr::V4(VIP), 1, 2, &a.log());
     client_reaches_vip(&lab);
 
-    // 2. SIGTERM: priority 0 first, so the backup takes over after its skew time only.
+    // 2. SIGTERM: priority 0 first; n1 keeps the VIP (and serves on it) until it hears n2's
+    // first advert as master, n2 having added the address and announced it before that.
+    let mon = lab.monitor_addresses();
     lab_signal_and_wait(&mut a, Signal::SIGTERM);
     assert!(!lab.has_addr(1, VIP), "a graceful stop releases the VIP");
-    poll(LIMIT, "n2 holds the VIP after SIGTERM", || {
-        lab.has_addr(2, VIP)
-    });
+    assert!(lab.has_addr(2, VIP), "n2 holds the VIP once n1 has exited");
+    assert_make_before_break(&mon, IpAddr::V4(VIP), 2, 1, &a.log());
     client_reaches_vip(&lab);
     assert!(a.log().contains("releasing the VIP first"));
-    assert!(a.log().contains("master -> initialize (shutdown)"));
+    assert_handed_over(&a.log());
 
     // 3. Link down on the master.
     let a = start_lb(&lab, 1, 150);
@@ -176,7 +212,8 @@ fn two_apilb_fail_over_with_unicast_peers() {
 }
 
 /// An IPv6 VIP (VRRPv3 over IPv6 multicast, unsolicited neighbour advertisements): kill -9
-/// of the master moves it to the backup and a client reaches it again.
+/// of the master moves it to the backup and a client reaches it again; the restarted master
+/// preempts, and a SIGTERM hands it over make-before-break, as with IPv4.
 #[test]
 fn ipv6_vip_fails_over() {
     let Some(lab) = lab_with_backend("v6") else {
@@ -204,7 +241,7 @@ fn ipv6_vip_fails_over() {
     };
     let vip = SocketAddr::from((vip6, PORT));
     let mut a = start(1, 150);
-    let _b = start(2, 100);
+    let b = start(2, 100);
     poll(LIMIT, "n1 holds the IPv6 VIP", || lab.has_addr6(1, vip6));
     poll(LIMIT, "n2 backup", || {
         vip_status(&lab, 2).contains("\"state\": \"backup\"")
@@ -221,6 +258,36 @@ fn ipv6_vip_fails_over() {
     poll(LIMIT, "client reaches the IPv6 VIP again", || {
         reaches(&lab.ns(3), vip)
     });
+
+    let mut a = start(1, 150);
+    poll(LIMIT, "n1 takes the IPv6 VIP back", || {
+        lab.has_addr6(1, vip6) && !lab.has_addr6(2, vip6)
+    });
+    poll(LIMIT, "client reaches the IPv6 VIP on n1", || {
+        reaches(&lab.ns(3), vip)
+    });
+
+    // The kernel reports an IPv6 address addition from its DAD worker, after the call
+    // returned (even with nodad), so `ip monitor` cannot order n2's addition against n1's
+    // removal as it does for IPv4; the old master's log and the client's neighbour entry
+    // show the hand-over instead.
+    lab_signal_and_wait(&mut a, Signal::SIGTERM);
+    assert!(!lab.has_addr6(1, vip6), "a graceful stop releases the VIP");
+    assert!(lab.has_addr6(2, vip6));
+    assert_handed_over(&a.log());
+    assert!(
+        b.log().contains("backup -> master (master_down)"),
+        "{}",
+        b.log()
+    );
+    poll(LIMIT, "client reaches the IPv6 VIP on n2", || {
+        reaches(&lab.ns(3), vip)
+    });
+    assert_eq!(
+        lab.neighbour(3, IpAddr::V6(vip6)),
+        Some(lab.mac(2)),
+        "the client follows n2's unsolicited NA"
+    );
 }
 
 fn lab_signal_and_wait(lb: &mut LbProcess, sig: Signal) {
@@ -282,65 +349,53 @@ fn interoperates_with_keepalived_both_ways() {
     );
     assert!(lab.has_addr(2, VIP));
 
-    // apilb stops gracefully: keepalived takes over after its skew time.
+    // apilb stops gracefully: keepalived takes over after its skew time, while apilb still
+    // holds the VIP (two holders for a moment); apilb lets go when it hears keepalived's
+    // first advert, and the client follows keepalived's gratuitous ARP.
+    client_reaches_vip(&lab);
+    assert_eq!(lab.neighbour(3, IpAddr::V4(VIP)), Some(lab.mac(2)));
+    let mon = lab.monitor_addresses();
     lab_signal_and_wait(&mut lb, Signal::SIGTERM);
-    poll(LIMIT, "keepalived holds the VIP", || lab.has_addr(1, VIP));
+    assert!(lab.has_addr(1, VIP));
     assert!(ka.log().contains("Entering MASTER STATE"), "{}", ka.log());
+    assert_make_before_break(&mon, IpAddr::V4(VIP), 1, 2, &(lb.log() + &ka.log()));
+    assert_handed_over(&lb.log());
+    assert_eq!(
+        lab.neighbour(3, IpAddr::V4(VIP)),
+        Some(lab.mac(1)),
+        "the client follows keepalived's gratuitous ARP"
+    );
     ka.stop();
 }
 
-/// keepalived in one lab node, its log captured.
-struct Keepalived {
-    child: Child,
-    log_path: std::path::PathBuf,
-}
-
-impl Keepalived {
-    fn start(lab: &Lab, i: u8, priority: u8, dir: &std::path::Path) -> Keepalived {
-        let conf = dir.join(format!("ka-{i}-{priority}.conf"));
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n  vrrp_version 3\n  router_id n{i}\n}}\nvrrp_instance VI {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
-            ),
-        )
-        .expect("write keepalived.conf");
-        let log_path = dir.join(format!("ka-{i}-{priority}.log"));
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = lab
-            .command(i, "keepalived")
-            .args(["-n", "-l", "-D", "-P", "-f"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.join(format!("ka-{i}.pid")))
-            .arg("-r")
-            .arg(dir.join(format!("ka-vrrp-{i}.pid")))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn keepalived");
-        Keepalived { child, log_path }
+/// A backup starved of CPU (SIGSTOP for longer than its down interval, as on a busy host)
+/// wakes up with its down timer due and the master's adverts queued: it reads those first
+/// and stays backup; it never takes the VIP (which would make a split brain and move the
+/// clients twice).
+#[test]
+fn a_starved_backup_reads_queued_adverts_before_its_timer() {
+    let Some(lab) = lab_with_backend("starve") else {
+        return;
+    };
+    let _a = start_lb(&lab, 1, 150);
+    poll(LIMIT, "n1 holds the VIP", || lab.has_addr(1, VIP));
+    let b = start_lb(&lab, 2, 100);
+    std::thread::sleep(Duration::from_millis(500));
+    let mon = lab.monitor_addresses();
+    for _ in 0..3 {
+        b.signal(Signal::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(800)); // > 361 ms, its down interval
+        b.signal(Signal::SIGCONT);
+        std::thread::sleep(Duration::from_millis(300));
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-        poll(LIMIT, "keepalived exits", || {
-            self.child.try_wait().expect("wait").is_some()
-        });
-    }
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let events: Vec<AddrEvent> = mon
+        .events(IpAddr::V4(VIP))
+        .into_iter()
+        .filter(|e| e.node == 2)
+        .collect();
+    assert_eq!(events, vec![], "n2 never held the VIP:\n{}", b.log());
+    assert!(!b.log().contains("backup -> master"), "{}", b.log());
+    assert!(lab.has_addr(1, VIP));
 }
 
 /// Hostile adverts from n3, faster than the advert interval: nothing changes (the master

@@ -7,9 +7,13 @@
 //! instead when `APILB_REQUIRE_PRIVILEGED=1`.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::process::Command;
+use std::io::BufRead;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::Signal;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The lab subnet's VIP.
@@ -83,6 +87,9 @@ impl Lab {
         for i in 1..=nodes {
             let ns = lab.ns(i);
             run(&["netns", "add", &ns]);
+            // Node i is nsid i in the switch namespace ([`Lab::monitor_addresses`]); set
+            // before the veth pair, which would assign one otherwise.
+            run(&["-n", &sw, "netns", "set", &ns, &i.to_string()]);
             let port = format!("p{i}");
             run(&[
                 "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
@@ -174,6 +181,41 @@ impl Lab {
         );
     }
 
+    /// Node `i`'s eth0 MAC address (`aa:bb:...`).
+    pub fn mac(&self, i: u8) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns(i), "-o", "link", "show", "dev", "eth0"])
+            .output()
+            .expect("ip link");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no MAC in: {text}"))
+            .to_owned()
+    }
+
+    /// The MAC node `i`'s neighbour table has for `ip` on eth0, if any.
+    pub fn neighbour(&self, i: u8, ip: IpAddr) -> Option<String> {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.ns(i),
+                "neigh",
+                "show",
+                &ip.to_string(),
+                "dev",
+                "eth0",
+            ])
+            .output()
+            .expect("ip neigh");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_owned)
+    }
+
     /// Set node `i`'s eth0 up or down.
     pub fn link(&self, i: u8, up: bool) {
         run(&[
@@ -193,6 +235,119 @@ impl Lab {
         c.args(["netns", "exec", &self.ns(i), program]);
         c
     }
+}
+
+impl Lab {
+    /// Start watching every node's address changes, in the order the kernel makes them:
+    /// one `ip monitor address all-nsid` in the switch namespace, where node `i` is nsid `i`,
+    /// so a single netlink socket sees them all. Returns once the monitor is listening.
+    pub fn monitor_addresses(&self) -> AddressMonitor {
+        let mut child = Command::new("ip")
+            .args([
+                "-n",
+                &self.ns_name("sw"),
+                "-o",
+                "monitor",
+                "address",
+                "all-nsid",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ip monitor");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("monitor lock").push(line);
+            }
+        });
+        let mon = AddressMonitor { child, lines };
+        // A marker event proves the monitor listens before the caller acts. The process
+        // subscribes some time after it starts, so the marker is toggled until one is seen
+        // (a readiness handshake, bounded).
+        let marker = "10.251.255.1/32";
+        let start = Instant::now();
+        loop {
+            run(&["-n", &self.ns(1), "addr", "add", marker, "dev", "lo"]);
+            run(&["-n", &self.ns(1), "addr", "del", marker, "dev", "lo"]);
+            let seen = Instant::now();
+            while seen.elapsed() < Duration::from_millis(100) {
+                if mon.lines().iter().any(|l| l.contains("10.251.255.1/32")) {
+                    return mon;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "ip monitor not listening after 5 s"
+            );
+        }
+    }
+}
+
+/// One address change seen by an [`AddressMonitor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrEvent {
+    /// The node.
+    pub node: u8,
+    /// Added (true) or removed.
+    pub added: bool,
+    /// The address.
+    pub ip: IpAddr,
+}
+
+/// Address changes of every lab node, in kernel order; stopped on drop.
+pub struct AddressMonitor {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl AddressMonitor {
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("monitor lock").clone()
+    }
+
+    /// The changes of `ip` so far, in order.
+    pub fn events(&self, ip: IpAddr) -> Vec<AddrEvent> {
+        self.lines()
+            .iter()
+            .filter_map(|l| parse_addr_event(l))
+            .filter(|e| e.ip == ip)
+            .collect()
+    }
+
+    /// Wait until `want` is among the changes of its address; all of them so far.
+    pub fn wait_for(&self, want: &AddrEvent) -> Vec<AddrEvent> {
+        poll(
+            Duration::from_secs(5),
+            &format!("address event {want:?}"),
+            || self.events(want.ip).contains(want),
+        );
+        self.events(want.ip)
+    }
+}
+
+impl Drop for AddressMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `[nsid 2]Deleted 2: eth0    inet 10.251.0.100/24 ...` -> node 2, removed, 10.251.0.100.
+fn parse_addr_event(line: &str) -> Option<AddrEvent> {
+    let rest = line.strip_prefix("[nsid ")?;
+    let (node, rest) = rest.split_once(']')?;
+    let node = node.parse().ok()?;
+    let added = !rest.starts_with("Deleted ");
+    let mut words = rest.split_whitespace();
+    words.find(|w| *w == "inet" || *w == "inet6")?;
+    let ip = words.next()?.split('/').next()?.parse().ok()?;
+    Some(AddrEvent { node, added, ip })
 }
 
 impl Drop for Lab {
@@ -283,4 +438,66 @@ pub fn metric(body: &str, name: &str) -> f64 {
     body.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
+}
+
+/// keepalived in one lab node (VRRPv3, VRID 51, the lab's [`VIP`]/24 on eth0, 100 ms
+/// adverts, starting as backup), its log captured; killed on drop.
+pub struct Keepalived {
+    child: Child,
+    log_path: std::path::PathBuf,
+}
+
+impl Keepalived {
+    pub fn start(lab: &Lab, i: u8, priority: u8, dir: &std::path::Path) -> Keepalived {
+        let conf = dir.join(format!("ka-{i}-{priority}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  vrrp_version 3\n  router_id n{i}\n}}\nvrrp_instance VI {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+            ),
+        )
+        .expect("write keepalived.conf");
+        let log_path = dir.join(format!("ka-{i}-{priority}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = lab
+            .command(i, "keepalived")
+            .args(["-n", "-l", "-D", "-P", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.join(format!("ka-{i}.pid")))
+            .arg("-r")
+            .arg(dir.join(format!("ka-vrrp-{i}.pid")))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn keepalived");
+        Keepalived { child, log_path }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Send `sig` to keepalived.
+    pub fn signal(&self, sig: Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, sig);
+    }
+
+    /// SIGTERM (priority 0, the VIP removed at once) and wait for the exit.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        poll(Duration::from_secs(5), "keepalived exits", || {
+            self.child.try_wait().expect("wait").is_some()
+        });
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -80,8 +80,9 @@ fn timers_follow_the_rfc_formula() {
 
 #[test]
 fn start_clears_leftovers_then_backup_then_master_after_the_down_interval() {
-    // Input: Start, no adverts. Output: RemoveAddresses, Backup; at 360.9 ms advert +
-    // addresses + announce, Master; adverts every 100 ms; second announce after 5 s.
+    // Input: Start, no adverts. Output: RemoveAddresses, Backup; at 360.9 ms addresses +
+    // announce + advert (in that order: make before break), Master; adverts every 100 ms;
+    // second announce after 5 s.
     let t0 = Instant::now();
     let mut f = Fsm::new(params(100));
     assert_eq!(
@@ -100,9 +101,9 @@ fn start_clears_leftovers_then_backup_then_master_after_the_down_interval() {
     assert_eq!(
         acts[..4],
         [
-            (mdi, Action::SendAdvert { priority: 100 }),
             (mdi, Action::AddAddresses),
             (mdi, Action::Announce),
+            (mdi, Action::SendAdvert { priority: 100 }),
             (
                 mdi,
                 Action::Transition {
@@ -150,23 +151,359 @@ fn priority_zero_leaves_only_the_skew() {
 }
 
 #[test]
-fn graceful_stop_sends_priority_zero_then_releases() {
-    // Input: Master, Stop. Output: advert prio 0, RemoveAddresses, Initialize; no timers.
+fn graceful_stop_keeps_the_addresses_until_the_new_master_is_heard() {
+    // Input: Master 150; Stop at 400 ms; a priority-0 advert (another router leaving) at
+    // 450 ms; the new master's first advert (140) at 560 ms, another at 600 ms.
+    // Output: priority 0 at once and again one interval later, the addresses kept (state
+    // Master, releasing) until one interval after the new master's first advert (660 ms: a
+    // keepalived new master announces just after its advert); no more priority 0 once it
+    // is heard; then RemoveAddresses, Initialize (reason shutdown), no timers, the new
+    // master known.
     let t0 = Instant::now();
     let mut f = master(150, t0);
+    let stop = t0 + MS(400);
     assert_eq!(
-        f.handle(Event::Stop, t0 + MS(400)),
+        f.handle(Event::Stop, stop),
+        vec![Action::SendAdvert { priority: 0 }]
+    );
+    assert_eq!(f.state(), State::Master);
+    assert!(f.releasing());
+    assert_eq!(f.handle(Event::Stop, stop + MS(1)), vec![], "a second stop");
+    assert_eq!(f.handle(advert("10.0.0.13", 0), stop + MS(50)), vec![]);
+    assert_eq!(
+        run_until(&mut f, t0, stop + MS(150)),
+        vec![(MS(500), Action::SendAdvert { priority: 0 })]
+    );
+    assert_eq!(f.handle(advert("10.0.0.12", 140), stop + MS(160)), vec![]);
+    assert_eq!(f.handle(advert("10.0.0.12", 140), stop + MS(200)), vec![]);
+    assert_eq!(f.master(), Some(ip("10.0.0.12")));
+    assert_eq!(
+        run_until(&mut f, t0, stop + MS(1000)),
         vec![
-            Action::SendAdvert { priority: 0 },
-            Action::RemoveAddresses,
-            Action::Transition {
-                from: State::Master,
-                to: State::Initialize,
-                reason: Reason::Shutdown
-            }
+            (MS(660), Action::RemoveAddresses),
+            (
+                MS(660),
+                Action::Transition {
+                    from: State::Master,
+                    to: State::Initialize,
+                    reason: Reason::Shutdown
+                }
+            )
         ]
     );
     assert_eq!(f.next_deadline(), None);
+    assert!(!f.releasing());
+    assert_eq!(f.master(), Some(ip("10.0.0.12")));
+    assert_eq!(f.handle(Event::Stop, stop + MS(700)), vec![]);
+}
+
+#[test]
+fn graceful_stop_lets_go_after_the_bound_when_no_one_answers() {
+    // Input: Master 150 alone; Stop at 400 ms. Output: priority 0 at 400, 500, 600 ms; at
+    // 700 ms (3 intervals) RemoveAddresses and Initialize (reason shutdown_unanswered).
+    let t0 = Instant::now();
+    let mut f = master(150, t0);
+    let stop = t0 + MS(400);
+    assert_eq!(
+        f.handle(Event::Stop, stop),
+        vec![Action::SendAdvert { priority: 0 }]
+    );
+    assert_eq!(
+        run_until(&mut f, t0, t0 + MS(5000)),
+        vec![
+            (MS(500), Action::SendAdvert { priority: 0 }),
+            (MS(600), Action::SendAdvert { priority: 0 }),
+            (MS(700), Action::RemoveAddresses),
+            (
+                MS(700),
+                Action::Transition {
+                    from: State::Master,
+                    to: State::Initialize,
+                    reason: Reason::ShutdownUnanswered
+                }
+            ),
+        ]
+    );
+    assert_eq!(f.next_deadline(), None);
+}
+
+#[test]
+fn release_bound_is_three_intervals_at_most_the_limit() {
+    // Input: advert intervals. Output: how long a stopping master waits for the new one.
+    for (interval, want) in [
+        (MS(10), MS(30)),
+        (MS(100), MS(300)),
+        (MS(600), MS(1800)),
+        (MS(1000), RELEASE_LIMIT),
+        (MS(40_950), RELEASE_LIMIT),
+    ] {
+        assert_eq!(release_bound(interval), want, "{interval:?}");
+    }
+}
+
+#[test]
+fn a_stopping_master_sends_only_priority_zero() {
+    // Input: Master 150 with tracking (hold 0), Stop, then: the healthy count drops, a
+    // reload changes priority and interval (50 ms), a split-brain-like advert with a lower
+    // priority arrives. Output: no advert with a non-zero priority while releasing; the
+    // lower advert is still a master's advert, so the addresses go one (new) interval later.
+    let t0 = Instant::now();
+    let mut f = Fsm::new(Params {
+        track: Some(TrackConfig {
+            healthy_backends_below: 1,
+            weight: 100,
+            hold: Duration::ZERO,
+        }),
+        ..params(150)
+    });
+    f.handle(Event::Start, t0);
+    run_until(&mut f, t0, t0 + MS(400));
+    assert_eq!(f.state(), State::Master);
+    let stop = t0 + MS(400);
+    f.handle(Event::Stop, stop);
+    assert_eq!(
+        f.handle(Event::Healthy(0), stop + MS(10)),
+        vec![Action::PriorityChanged { from: 150, to: 50 }]
+    );
+    assert_eq!(
+        f.handle(
+            Event::Reconfigure(Params {
+                interval: MS(50),
+                ..params(120)
+            }),
+            stop + MS(20)
+        ),
+        vec![Action::PriorityChanged { from: 50, to: 120 }]
+    );
+    assert_eq!(f.handle(Event::AddressFailure, stop + MS(30)), vec![]);
+    assert!(
+        run_until(&mut f, t0, stop + MS(99))
+            .iter()
+            .all(|(_, a)| *a == Action::SendAdvert { priority: 0 })
+    );
+    assert_eq!(f.handle(advert("10.0.0.12", 20), stop + MS(100)), vec![]);
+    assert_eq!(
+        run_until(&mut f, t0, stop + MS(1000)),
+        vec![
+            (MS(550), Action::RemoveAddresses),
+            (
+                MS(550),
+                Action::Transition {
+                    from: State::Master,
+                    to: State::Initialize,
+                    reason: Reason::Shutdown
+                }
+            )
+        ]
+    );
+}
+
+#[test]
+fn backup_stops_at_once() {
+    // Input: Backup, Stop. Output: Initialize; nothing to release, no advert.
+    let t0 = Instant::now();
+    let mut f = backup(100, t0);
+    assert_eq!(
+        f.handle(Event::Stop, t0 + MS(10)),
+        vec![Action::Transition {
+            from: State::Backup,
+            to: State::Initialize,
+            reason: Reason::Shutdown
+        }]
+    );
+    assert_eq!(f.next_deadline(), None);
+}
+
+/// Two routers wired back to back at 1 ms steps, adverts delivered at once; what each
+/// does, with who holds the addresses after every step.
+struct Pair {
+    fsms: [Fsm; 2],
+    holds: [bool; 2],
+    /// Adverts from router k are lost while `lost[k]`.
+    lost: [bool; 2],
+    /// (time, router, action)
+    log: Vec<(Duration, usize, Action)>,
+    /// Steps at which neither router held the addresses.
+    nobody: Vec<Duration>,
+}
+
+impl Pair {
+    const ADDR: [&str; 2] = ["10.0.0.11", "10.0.0.12"];
+
+    fn new(a: u8, b: u8, t0: Instant) -> Pair {
+        let mut fsms = [
+            Fsm::new(params(a)),
+            Fsm::new(Params {
+                local: ip(Self::ADDR[1]),
+                ..params(b)
+            }),
+        ];
+        fsms[0].handle(Event::Start, t0);
+        fsms[1].handle(Event::Start, t0);
+        Pair {
+            fsms,
+            holds: [false; 2],
+            lost: [false; 2],
+            log: Vec::new(),
+            nobody: Vec::new(),
+        }
+    }
+
+    /// Apply `acts` of router `k` at `now`, delivering its adverts to the other one.
+    fn apply(&mut self, k: usize, acts: Vec<Action>, t0: Instant, now: Instant) {
+        for a in acts {
+            self.log.push((now - t0, k, a.clone()));
+            match a {
+                Action::AddAddresses => self.holds[k] = true,
+                Action::RemoveAddresses => self.holds[k] = false,
+                Action::SendAdvert { priority } if !self.lost[k] => {
+                    let more = self.fsms[1 - k].handle(advert(Self::ADDR[k], priority), now);
+                    self.apply(1 - k, more, t0, now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn event(&mut self, k: usize, e: Event, t0: Instant, now: Instant) {
+        let acts = self.fsms[k].handle(e, now);
+        self.apply(k, acts, t0, now);
+    }
+
+    fn run(&mut self, t0: Instant, from: Instant, to: Instant) {
+        let mut now = from;
+        while now <= to {
+            for k in 0..2 {
+                if self.fsms[k].next_deadline().is_some_and(|d| d <= now) {
+                    self.event(k, Event::Timer, t0, now);
+                }
+            }
+            if self.holds == [false, false]
+                && self.fsms.iter().any(|f| f.state() != State::Initialize)
+            {
+                self.nobody.push(now - t0);
+            }
+            now += MS(1);
+        }
+    }
+}
+
+#[test]
+fn planned_handover_is_make_before_break() {
+    // Input: A (150) master, B (140) backup, adverts delivered at once; A stops at 1 s.
+    // Output: B takes over after its skew time (45.3 ms, whole ms steps here): addresses,
+    // announce, then its first advert; A removes its addresses one interval after that
+    // advert, so at no step does nobody hold them; A goes to Initialize for "shutdown"
+    // (heard), not for "shutdown_unanswered".
+    let t0 = Instant::now();
+    let mut p = Pair::new(150, 140, t0);
+    p.run(t0, t0, t0 + MS(999));
+    assert_eq!(p.holds, [true, false]);
+    p.nobody.clear(); // before the first master, nobody held them; not the point here
+    p.log.clear();
+    let stop = t0 + MS(1000);
+    p.event(0, Event::Stop, t0, stop);
+    p.run(t0, stop, stop + MS(300));
+    let at = |d: u64| MS(1000 + d);
+    assert_eq!(
+        p.log,
+        vec![
+            (at(0), 0, Action::SendAdvert { priority: 0 }),
+            (at(46), 1, Action::AddAddresses),
+            (at(46), 1, Action::Announce),
+            (at(46), 1, Action::SendAdvert { priority: 140 }),
+            (
+                at(46),
+                1,
+                Action::Transition {
+                    from: State::Backup,
+                    to: State::Master,
+                    reason: Reason::MasterDown
+                }
+            ),
+            (at(146), 0, Action::RemoveAddresses),
+            (
+                at(146),
+                0,
+                Action::Transition {
+                    from: State::Master,
+                    to: State::Initialize,
+                    reason: Reason::Shutdown
+                }
+            ),
+            (at(146), 1, Action::SendAdvert { priority: 140 }),
+            (at(246), 1, Action::SendAdvert { priority: 140 }),
+        ]
+    );
+    assert_eq!(
+        p.nobody,
+        Vec::<Duration>::new(),
+        "steps at which nobody held the addresses"
+    );
+    assert_eq!(p.holds, [false, true]);
+}
+
+#[test]
+fn a_master_that_keeps_its_place_announces_again() {
+    // Input: A (150) master; B (140) misses A's adverts (a busy start-up), so its down
+    // timer runs out and it becomes master too; then the adverts flow again.
+    // Output: B announces (clients follow B), A hears B's advert, keeps its place and
+    // announces again after B, B yields and removes the addresses: the last announcement
+    // is A's, so clients end on the host that holds the addresses (no stale ARP entry).
+    let t0 = Instant::now();
+    let mut p = Pair::new(150, 140, t0);
+    p.run(t0, t0, t0 + MS(999));
+    assert_eq!(p.holds, [true, false]);
+    p.log.clear();
+    p.lost[0] = true;
+    p.run(t0, t0 + MS(1000), t0 + MS(1400));
+    p.lost[0] = false;
+    p.run(t0, t0 + MS(1401), t0 + MS(2000));
+    let announces: Vec<usize> = p
+        .log
+        .iter()
+        .filter(|(_, _, a)| *a == Action::Announce)
+        .map(|(_, k, _)| *k)
+        .collect();
+    // B announces first; A answers each of B's adverts with an advert and an announcement
+    // (twice here: A's first answer is lost too); the last announcement is A's.
+    assert_eq!(announces, vec![1, 0, 0], "{:#?}", p.log);
+    assert_eq!(p.holds, [true, false]);
+    assert_eq!(p.fsms[1].state(), State::Backup);
+}
+
+#[test]
+fn preemption_is_make_before_break() {
+    // Input: B (140) master alone; A (150) starts and preempts after its down interval.
+    // Output: A adds and announces before its first advert, B lets go on that advert; at
+    // no step does nobody hold the addresses.
+    let t0 = Instant::now();
+    let mut p = Pair::new(150, 140, t0);
+    // A starts late: keep it in Initialize until B is master.
+    p.fsms[0] = Fsm::new(params(150));
+    p.run(t0, t0, t0 + MS(999));
+    assert_eq!(p.holds, [false, true]);
+    p.nobody.clear();
+    p.log.clear();
+    p.event(0, Event::Start, t0, t0 + MS(1000));
+    p.run(t0, t0 + MS(1000), t0 + MS(2000));
+    let a_add = p
+        .log
+        .iter()
+        .position(|(_, k, a)| *k == 0 && *a == Action::AddAddresses)
+        .expect("A adds");
+    let b_remove = p
+        .log
+        .iter()
+        .position(|(_, k, a)| *k == 1 && *a == Action::RemoveAddresses)
+        .expect("B removes");
+    assert!(a_add < b_remove, "{:#?}", p.log);
+    assert_eq!(
+        p.nobody,
+        Vec::<Duration>::new(),
+        "steps at which nobody held the addresses"
+    );
+    assert_eq!(p.holds, [true, false]);
 }
 
 #[test]
@@ -240,8 +577,8 @@ fn split_brain_resolves_by_priority_then_address() {
             }
         ]
     );
-    // Input: Master 150 sees a master 150 with a lower address. Output: we keep it and
-    // assert at once.
+    // Input: Master 150 sees a master 150 with a lower address. Output: we keep it, assert
+    // at once and announce again (the other one has announced itself).
     let mut f = master(150, t0);
     let acts = f.handle(advert("10.0.0.5", 150), t0 + MS(500));
     assert_eq!(
@@ -252,7 +589,8 @@ fn split_brain_resolves_by_priority_then_address() {
                 peer_priority: 150,
                 yielded: false
             },
-            Action::SendAdvert { priority: 150 }
+            Action::SendAdvert { priority: 150 },
+            Action::Announce
         ]
     );
     // Equal priority, higher address: we give way.
