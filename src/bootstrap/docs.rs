@@ -175,7 +175,9 @@ pub fn lb_host(c: &Cluster, h: &Node) -> String {
          install -m 0644 {REMOTE_DIR}/pki/ca.crt {REMOTE_DIR}/pki/{HEALTH_CLIENT_BASE}.crt {pki}/\n\
          install -m 0600 {REMOTE_DIR}/pki/{HEALTH_CLIENT_BASE}.key {pki}/\n\
          install -m 0644 {REMOTE_DIR}/apilb.service /etc/systemd/system/apilb.service\n\
-         {vip_env}apilb check-config {cfg}\n\
+         {vip_env}id -u apilb >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin apilb\n\
+         chown -R apilb:apilb /etc/apilb\n\
+         apilb check-config {cfg}\n\
          systemctl daemon-reload\n\
          systemctl enable --now apilb\n\
          ```\n\n\
