@@ -1,4 +1,4 @@
-//! The HTTP endpoint (hyper): `GET /metrics` (Prometheus text), `GET /status` (JSON),
+//! The HTTP endpoint (hyper): `GET /` (the status page, `admin/page.html`), `GET /metrics` (Prometheus text), `GET /status` (JSON),
 //! `GET /healthz`, and `POST /backends/NAME/{drain,maint,enable}` for operators (NAME is a
 //! configured backend, which covers every endpoint of a DNS-named one, or one endpoint).
 //!
@@ -205,18 +205,38 @@ async fn handle(
     let path = req.uri().path().trim_end_matches('/');
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     match (req.method(), parts.as_slice()) {
+        (&Method::GET, []) => page(),
         (&Method::GET, ["metrics"]) => metrics(state).await,
         (&Method::GET, ["status"]) => json(StatusCode::OK, &status(state)),
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::POST, ["backends", name, action]) => change(state, name, action, peer),
-        (_, ["metrics" | "status" | "healthz"]) | (_, ["backends", _, _]) => {
+        (_, [] | ["metrics" | "status" | "healthz"]) | (_, ["backends", _, _]) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /status, POST /backends/NAME/{drain,maint,enable}\n",
+            "not found: try /, /metrics, /status, POST /backends/NAME/{drain,maint,enable}\n",
         ),
     }
+}
+
+/// The status page: one self-contained HTML file (no external assets) whose script reads
+/// `/status` and `/metrics` and builds the DOM from them as text.
+const PAGE: &str = include_str!("admin/page.html");
+
+fn page() -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "text/html; charset=utf-8")
+        // Only this page's own inline script and style, and requests back to this origin.
+        .header(
+            hyper::header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'",
+        )
+        .header(hyper::header::CACHE_CONTROL, "no-cache")
+        .body(Full::new(Bytes::from_static(PAGE.as_bytes())))
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "encoding\n"))
 }
 
 fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Response<Full<Bytes>> {

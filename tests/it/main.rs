@@ -24,4 +24,5 @@ mod metrics;
 mod pki;
 mod proxy;
 mod status;
+mod statuspage;
 mod vip;
