@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerts;
 mod bootstrap;
 mod check_config;
 mod cli;
