@@ -173,22 +173,26 @@ async fn run_chromium(
     args: Vec<String>,
     url: String,
 ) -> String {
+    run_browser(Command::new(bin), profile, args, url).await
+}
+
+/// [`run_chromium`] with `cmd` as the browser command (e.g. `ip netns exec NS chromium`).
+async fn run_browser(mut cmd: Command, profile: PathBuf, args: Vec<String>, url: String) -> String {
     let run = tokio::task::spawn_blocking(move || {
-        Command::new(bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--disable-extensions",
-                "--hide-scrollbars",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(args)
-            .arg(url)
-            .output()
-            .expect("run chromium")
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run chromium")
     });
     let out = tokio::time::timeout(BROWSER, run)
         .await
@@ -344,4 +348,43 @@ async fn chromium_renders_backends_and_shows_a_drain_after_a_refresh() {
         assert!(path.is_file(), "no screenshot at {}", path.display());
     }
     drop(s.lb);
+}
+
+/// The VIP as the page shows it: a one-node lab whose apilb becomes VRRP master, and
+/// Chromium run inside that node's namespace (root; skips otherwise, or fails under
+/// `APILB_REQUIRE_PRIVILEGED=1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_the_vip_state() {
+    use crate::support::netns::{Lab, VIP, node_ip, tag_server};
+    let Some(bin) = chromium() else { return };
+    let Some(lab) = Lab::with_nodes("spage", 1) else {
+        return;
+    };
+    let backend = SocketAddr::from((node_ip(1), 7000));
+    tag_server(&lab.ns(1), backend);
+    let admin = "127.0.0.1:9441";
+    let yaml = format!(
+        "listen: [\"{VIP}:6443\"]\nbackends: [{{name: b, address: \"{backend}\"}}]\n\
+         metrics: {{listen: \"{admin}\"}}\ntimeouts: {{drain: 1s}}\nvip:\n  interface: eth0\n  \
+         vrid: 51\n  addresses: [\"{VIP}/24\"]\n  priority: 150\n  advertInterval: 100ms\n"
+    );
+    let lb = LbProcess::spawn_in_netns(&lab.ns(1), &yaml);
+    wait_until(WAIT, "n1 holds the VIP", || async { lab.has_addr(1, VIP) }).await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let dom = run_browser(
+        lab.command(1, bin),
+        profile.path().to_owned(),
+        vec!["--virtual-time-budget=3000".into(), "--dump-dom".into()],
+        format!("http://{admin}/"),
+    )
+    .await;
+    let vip = start_tag(&dom, "article", "class=\"card vip\"");
+    assert!(vip.contains("data-state=\"master\""), "{vip}");
+    assert!(dom.contains("VRID 51 on eth0"), "{dom}");
+    assert!(dom.contains(&format!("{VIP}/24")), "{dom}");
+    assert!(dom.contains("150 (configured 150)"), "{dom}");
+    let section = start_tag(&dom, "section", "id=\"vip-section\"");
+    assert!(!section.contains("hidden"), "{section}");
+    assert!(dom.contains("1 of 1 backends up"), "{dom}");
+    drop(lb);
 }
