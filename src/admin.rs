@@ -1,6 +1,7 @@
-//! The HTTP endpoint (hyper): `GET /` (the status page, `admin/page.html`), `GET /metrics` (Prometheus text), `GET /status` (JSON),
-//! `GET /healthz`, and `POST /backends/NAME/{drain,maint,enable}` for operators (NAME is a
-//! configured backend, which covers every endpoint of a DNS-named one, or one endpoint).
+//! The HTTP endpoint (hyper): `GET /` (the status page, `admin/page.html`), `GET /metrics`
+//! (Prometheus text), `GET /status` (JSON), `GET /healthz`, and
+//! `POST /backends/NAME/{drain,maint,enable}` for operators (NAME is a configured backend,
+//! which covers every endpoint of a DNS-named one, or one endpoint).
 //!
 //! State changes are allowed from loopback clients only unless `metrics.admin` says
 //! otherwise. Per-backend connection gauges and certificate expiry are refreshed at scrape
@@ -242,16 +243,17 @@ fn page() -> Response<Full<Bytes>> {
 /// elements run (by their SHA-256), and requests go back to this origin only, so markup
 /// that ever slipped into the page could neither run script nor load anything.
 fn page_policy(page: &str) -> String {
+    use aws_lc_rs::digest::{SHA256, digest};
     use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
     let hashes = |tag: &str| -> String {
         let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
         page.split(open.as_str())
             .skip(1)
             .filter_map(|rest| rest.split_once(close.as_str()).map(|(body, _)| body))
             .map(|body| {
-                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
-                let b64 = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
-                format!(" 'sha256-{b64}'")
+                let hash = STANDARD.encode(digest(&SHA256, body.as_bytes()).as_ref());
+                format!(" 'sha256-{hash}'")
             })
             .collect()
     };
