@@ -394,7 +394,10 @@ fn dashboard_queries_pass_promtool_as_rules() {
     let rules: Vec<Json> = queries
         .iter()
         .enumerate()
-        .map(|(i, (_, expr))| serde_json::json!({"record": format!("apilb:panel_{i}"), "expr": substituted(expr)}))
+        .map(|(i, (_, expr))| {
+            let record = format!("apilb:panel_{i}");
+            serde_json::json!({"record": record, "expr": substituted(expr)})
+        })
         .collect();
     let file = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
     let dir = tempfile::tempdir().expect("tempdir");
