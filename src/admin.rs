@@ -1,6 +1,7 @@
-//! The HTTP endpoint (hyper): `GET /metrics` (Prometheus text), `GET /status` (JSON),
-//! `GET /healthz`, and `POST /backends/NAME/{drain,maint,enable}` for operators (NAME is a
-//! configured backend, which covers every endpoint of a DNS-named one, or one endpoint).
+//! The HTTP endpoint (hyper): `GET /` (the status page, `admin/page.html`), `GET /metrics`
+//! (Prometheus text), `GET /status` (JSON), `GET /healthz`, and
+//! `POST /backends/NAME/{drain,maint,enable}` for operators (NAME is a configured backend,
+//! which covers every endpoint of a DNS-named one, or one endpoint).
 //!
 //! State changes are allowed from loopback clients only unless `metrics.admin` says
 //! otherwise. Per-backend connection gauges and certificate expiry are refreshed at scrape
@@ -205,18 +206,63 @@ async fn handle(
     let path = req.uri().path().trim_end_matches('/');
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     match (req.method(), parts.as_slice()) {
+        (&Method::GET, []) => page(),
         (&Method::GET, ["metrics"]) => metrics(state).await,
         (&Method::GET, ["status"]) => json(StatusCode::OK, &status(state)),
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::POST, ["backends", name, action]) => change(state, name, action, peer),
-        (_, ["metrics" | "status" | "healthz"]) | (_, ["backends", _, _]) => {
+        (_, [] | ["metrics" | "status" | "healthz"]) | (_, ["backends", _, _]) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /status, POST /backends/NAME/{drain,maint,enable}\n",
+            "not found: try /, /metrics, /status, POST /backends/NAME/{drain,maint,enable}\n",
         ),
     }
+}
+
+/// The status page: one self-contained HTML file (no external assets) whose script reads
+/// `/status` and `/metrics` and builds the DOM from them as text.
+const PAGE: &str = include_str!("admin/page.html");
+
+fn page() -> Response<Full<Bytes>> {
+    static POLICY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(
+            hyper::header::CONTENT_SECURITY_POLICY,
+            POLICY.get_or_init(|| page_policy(PAGE)).as_str(),
+        )
+        .header(hyper::header::CACHE_CONTROL, "no-cache")
+        .body(Full::new(Bytes::from_static(PAGE.as_bytes())))
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "encoding\n"))
+}
+
+/// The Content-Security-Policy of `page`: only its own inline `<script>` and `<style>`
+/// elements run (by their SHA-256), and requests go back to this origin only, so markup
+/// that ever slipped into the page could neither run script nor load anything.
+fn page_policy(page: &str) -> String {
+    use aws_lc_rs::digest::{SHA256, digest};
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let hashes = |tag: &str| -> String {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        page.split(open.as_str())
+            .skip(1)
+            .filter_map(|rest| rest.split_once(close.as_str()).map(|(body, _)| body))
+            .map(|body| {
+                let hash = STANDARD.encode(digest(&SHA256, body.as_bytes()).as_ref());
+                format!(" 'sha256-{hash}'")
+            })
+            .collect()
+    };
+    format!(
+        "default-src 'none'; script-src{}; style-src{}; connect-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hashes("script"),
+        hashes("style")
+    )
 }
 
 fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Response<Full<Bytes>> {

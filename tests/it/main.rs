@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerts;
 mod bootstrap;
 mod check_config;
 mod cli;
@@ -25,4 +26,5 @@ mod notify;
 mod pki;
 mod proxy;
 mod status;
+mod statuspage;
 mod vip;
