@@ -21,6 +21,7 @@ mod lab;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod package;
 mod pki;
 mod proxy;
 mod status;
