@@ -176,6 +176,23 @@ pub enum Command {
     },
     /// Print a new certificate key for kubeadm upload-certs (32 random bytes, hex).
     CertificateKey,
+    /// Print the shell completion script for SHELL on stdout.
+    ///
+    /// For bash: `apilb completions bash > /etc/bash_completion.d/apilb` (the Debian
+    /// package installs bash, zsh and fish completions already).
+    Completions {
+        /// The shell.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages and the bash, zsh and fish completions under DIR (`DIR/man/`,
+    /// `DIR/completions/SHELL/`), for packaging (deploy/deb/build.sh).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// The output directory (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// The LB config file of `serve` and `check-config`: `--config FILE` or just `FILE`.

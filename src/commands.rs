@@ -165,6 +165,18 @@ pub async fn run(command: Command) -> Result<(), Failure> {
             let k = token::certificate_key().map_err(|e| Failure::error(&e, EXIT_FAILURE))?;
             print(&format!("{k}\n"))
         }
+        Command::Completions { shell } => {
+            let script = crate::assets::completion_script(shell);
+            print(&String::from_utf8_lossy(&script))
+        }
+        Command::GenerateAssets { dir } => {
+            blocking(move || {
+                let written =
+                    crate::assets::generate(&dir).map_err(|e| Failure::error(&e, EXIT_FAILURE))?;
+                print(&written.to_string())
+            })
+            .await
+        }
     }
 }
 

@@ -25,12 +25,14 @@
 //! - [`pki`]: the kubeadm control-plane PKI (`apilb issue`, `certs check-expiration`,
 //!   `ca-cert-hash`).
 //! - [`token`]: bootstrap tokens and certificate keys.
+//! - [`assets`]: man pages and shell completions from the command line, for packaging.
 //! - [`bootstrap`]: `apilb bootstrap`: per-master kubeadm configs, etcd manifests, LB host
 //!   configs and READMEs from the cluster description.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod assets;
 pub mod backend;
 pub mod bootstrap;
 pub mod cli;

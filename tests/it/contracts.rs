@@ -372,6 +372,7 @@ const EXPECTED_OPTIONS: &[(&str, &[&str])] = &[
     ("token secret-manifest", &["<TOKEN>", "--ttl"]),
     ("ca-cert-hash", &["<FILE>"]),
     ("certificate-key", &[]),
+    ("completions", &["<SHELL>", "bash", "zsh", "fish"]),
 ];
 
 /// `--help` on every subcommand `apilb --help` lists (and on theirs, recursively): exit 0,

@@ -23,6 +23,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod notify;
+mod package;
 mod pki;
 mod proxy;
 mod status;
