@@ -1,4 +1,5 @@
-//! Small HTTP client plumbing shared by the health probes and the admin client.
+//! Driving a client connection in place: the health probes' and the admin client's HTTP
+//! connections, the VIP host check's netlink connection.
 
 /// Await `work` while driving `conn` (a hyper client connection) beside it; a connection that
 /// ends first leaves `work` to finish with what it has (its requests then fail).

@@ -23,11 +23,12 @@ const TOS_NETWORK_CONTROL: u32 = 0xc0;
 /// ETH_P_ARP.
 const ETH_P_ARP: u16 = 0x0806;
 
-/// Open rtnetlink; the connection task runs on the current runtime.
-pub(crate) fn netlink() -> io::Result<rtnetlink::Handle> {
+/// Open rtnetlink: the connection (a future the caller drives while the handle is used)
+/// and the handle requests go through.
+pub(crate) fn netlink() -> io::Result<(impl Future<Output = ()> + Send + 'static, rtnetlink::Handle)>
+{
     let (conn, handle, _) = rtnetlink::new_connection()?;
-    tokio::spawn(conn);
-    Ok(handle)
+    Ok((conn, handle))
 }
 
 /// What the kernel says about `name`: index, MAC, addresses, whether it is up.

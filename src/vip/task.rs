@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::fsm::{Action, Event, Fsm, Params, Reason, State};
@@ -93,11 +94,24 @@ impl Vip {
         metrics: VipMetrics,
         tracker: &TaskTracker,
     ) -> Result<Vip, Error> {
-        let handle = net::netlink().map_err(|error| Error::Netlink {
+        let (conn, handle) = net::netlink().map_err(|error| Error::Netlink {
             interface: cfg.interface.clone(),
             what: "opening rtnetlink",
             error,
         })?;
+        // The netlink connection runs beside the VIP task and ends with it (the runner
+        // holds the guard).
+        let conn_stop = CancellationToken::new();
+        {
+            let stop = conn_stop.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    () = conn => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+        let conn_guard = conn_stop.drop_guard();
         let iface = net::interface(&handle, &cfg.interface).await?;
         let (src4, src6) = check_interface(&cfg, &iface)?;
         let sockets = Sockets::open(&cfg, &iface, src4, src6)?;
@@ -115,6 +129,7 @@ impl Vip {
             cfg: cfg.clone(),
             fsm,
             handle,
+            _netlink: conn_guard,
             iface,
             sockets,
             metrics,
@@ -179,12 +194,13 @@ impl Vip {
 /// Check `cfg` against the host without starting anything: the interface exists and the
 /// addresses fit its subnets.
 pub async fn check_host(cfg: &VipConfig) -> Result<(), Error> {
-    let handle = net::netlink().map_err(|error| Error::Netlink {
+    let (conn, handle) = net::netlink().map_err(|error| Error::Netlink {
         interface: cfg.interface.clone(),
         what: "opening rtnetlink",
         error,
     })?;
-    let iface = net::interface(&handle, &cfg.interface).await?;
+    // The connection is driven here, beside the one request: nothing outlives the check.
+    let iface = crate::http::drive(conn, net::interface(&handle, &cfg.interface)).await?;
     check_interface(cfg, &iface).map(|_| ())
 }
 
@@ -215,6 +231,8 @@ struct Runner {
     cfg: VipConfig,
     fsm: Fsm,
     handle: rtnetlink::Handle,
+    /// Ends the netlink connection's task when the runner ends.
+    _netlink: tokio_util::sync::DropGuard,
     iface: Interface,
     sockets: Sockets,
     metrics: VipMetrics,
