@@ -108,3 +108,24 @@ impl PortPicker {
         anyhow::bail!("no free port in 20000-31000 on 127.0.0.1")
     }
 }
+
+/// The commit of the tree the harness runs in, with `-dirty` when it has uncommitted
+/// changes, for the report header (results carry the commit they were measured at).
+pub(crate) fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(c) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty { format!("{c}-dirty") } else { c }
+        }
+        None => "unknown".to_owned(),
+    }
+}

@@ -233,6 +233,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         format!("machine: {}", machine()),
         format!(
+            "commit: {} (of the tree the harness ran in)",
+            common::commit()
+        ),
+        format!(
             "versions: {}; {}",
             common::version(&setup.apilb, "--version"),
             common::version(&setup.haproxy, "-v")

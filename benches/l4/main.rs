@@ -184,6 +184,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         ),
         format!("machine: {}", machine()),
+        format!(
+            "commit: {} (of the tree the harness ran in)",
+            common::commit()
+        ),
         format!("versions: {}", versions(&bins, &proxies)),
         format!(
             "parameters: rounds {}, window {:?}, {} clients (rate, rr), {} idle connections, \
