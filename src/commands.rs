@@ -12,7 +12,7 @@ use crate::admin::{self, DrainEnd};
 use crate::cli::{BackendAction, CertsCommand, Command, TokenCommand};
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::control::{self, Signals};
+use crate::control::{self, Signals, off_runtime};
 use crate::errors::chain;
 use crate::{pki, token};
 
@@ -52,7 +52,7 @@ impl Failure {
 pub async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve { config } => serve(&config.path()).await,
-        Command::CheckConfig { file } => blocking(move || check_config(&file.path())).await,
+        Command::CheckConfig { file } => off_runtime(move || check_config(&file.path())).await,
         Command::Demo {
             dir,
             listen,
@@ -92,7 +92,7 @@ pub async fn run(command: Command) -> Result<(), Failure> {
             out,
             renew,
         } => {
-            blocking(move || {
+            off_runtime(move || {
                 let cluster = load_cluster(&cluster)?;
                 let opts = pki::Options { renew, now: now() };
                 let r = pki::issue(&cluster, &out, opts).map_err(|e| pki_failure(&e))?;
@@ -109,7 +109,7 @@ pub async fn run(command: Command) -> Result<(), Failure> {
             renew,
             overwrite,
         } => {
-            blocking(move || {
+            off_runtime(move || {
                 let cluster = load_cluster(&cluster)?;
                 let opts = crate::bootstrap::Options {
                     api: kubeadm_api.into(),
@@ -134,7 +134,7 @@ pub async fn run(command: Command) -> Result<(), Failure> {
         Command::Certs {
             command: CertsCommand::CheckExpiration { dir },
         } => {
-            blocking(move || {
+            off_runtime(move || {
                 let r = pki::check_expiration(&dir, now()).map_err(|e| pki_failure(&e))?;
                 print(&r.to_string())
             })
@@ -155,7 +155,7 @@ pub async fn run(command: Command) -> Result<(), Failure> {
             print(&manifest)
         }
         Command::CaCertHash { file } => {
-            blocking(move || {
+            off_runtime(move || {
                 let h = pki::ca_cert_hash(&file).map_err(|e| pki_failure(&e))?;
                 print(&format!("{h}\n"))
             })
@@ -170,21 +170,13 @@ pub async fn run(command: Command) -> Result<(), Failure> {
             print(&String::from_utf8_lossy(&script))
         }
         Command::GenerateAssets { dir } => {
-            blocking(move || {
+            off_runtime(move || {
                 let written =
                     crate::assets::generate(&dir).map_err(|e| Failure::error(&e, EXIT_FAILURE))?;
                 print(&written.to_string())
             })
             .await
         }
-    }
-}
-
-/// Run file-heavy or CPU-heavy work off the async runtime.
-async fn blocking(f: impl FnOnce() -> Result<(), Failure> + Send + 'static) -> Result<(), Failure> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
@@ -220,7 +212,7 @@ fn load_cluster(path: &Path) -> Result<Cluster, Failure> {
 /// `apilb serve`: check the config, start every part, run until a stop signal.
 async fn serve(path: &Path) -> Result<(), Failure> {
     let p = path.to_owned();
-    let config = blocking_value(move || Config::load(&p))
+    let config = off_runtime(move || Config::load(&p))
         .await
         .map_err(Failure::config)?;
     let signals =
@@ -231,7 +223,7 @@ async fn serve(path: &Path) -> Result<(), Failure> {
             // Report them as check-config does, each at the key that names the file (the
             // file was just read; if it changed meanwhile, report what serve saw).
             let p = path.to_owned();
-            let report = blocking_value(move || crate::config::check(&p)).await;
+            let report = off_runtime(move || crate::config::check(&p)).await;
             Err(if report.is_ok() {
                 Failure::config(format!("{}: {e}", path.display()))
             } else {
@@ -247,13 +239,6 @@ async fn serve(path: &Path) -> Result<(), Failure> {
             message: format!("{}: {}\n", path.display(), chain(&e)),
         }),
         Err(e) => Err(Failure::error(&e, EXIT_FAILURE)),
-    }
-}
-
-async fn blocking_value<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

@@ -151,14 +151,19 @@ impl Error {
     }
 }
 
+/// Run file or CPU work off the async runtime and return its result.
+pub(crate) async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        // Only a panic in `f` gets here (blocking tasks are never cancelled): pass it on.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Load the health checks' TLS material off the async runtime (files are read).
 async fn load_tls_blocking(config: &Config) -> Result<TlsConfigs, Vec<TlsError>> {
     let config = config.clone();
-    match tokio::task::spawn_blocking(move || load_tls(&config)).await {
-        Ok(r) => r,
-        // Only a panic in the loader gets here (it is never cancelled): pass it on.
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    off_runtime(move || load_tls(&config)).await
 }
 
 /// The admin endpoint while it runs.
@@ -206,7 +211,14 @@ impl Server {
         let tls = load_tls_blocking(&config).await.map_err(Error::HealthTls)?;
         let tls_material = reload::tls_material(&config).await;
         let admin_listener = match &config.metrics {
-            Some(m) => Some(bind_admin(m.listen).await?),
+            Some(m) => Some(
+                bind_admin(m.listen)
+                    .await
+                    .map_err(|source| Error::MetricsBind {
+                        address: m.listen,
+                        source,
+                    })?,
+            ),
             None => None,
         };
         raise_fd_limit();
@@ -570,10 +582,8 @@ fn on_answer(backends: &Arc<BackendSet>) -> OnAnswer {
     })
 }
 
-async fn bind_admin(address: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| Error::MetricsBind { address, source })
+async fn bind_admin(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit: every proxied connection needs two

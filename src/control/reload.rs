@@ -109,16 +109,16 @@ impl Server {
         }
         let bound = self.proxy.bind(&diff.listeners.added, &new)?;
         let admin_listener = match (&new.metrics, diff.metrics.rebind) {
-            (Some(m), true) => Some(bind_admin(m.listen).await.map_err(|e| match e {
-                super::Error::MetricsBind { address, source } => {
-                    ReloadError::MetricsBind { address, source }
-                }
-                // bind_admin returns nothing else.
-                other => ReloadError::MetricsBind {
-                    address: m.listen,
-                    source: std::io::Error::other(other.to_string()),
-                },
-            })?),
+            (Some(m), true) => {
+                Some(
+                    bind_admin(m.listen)
+                        .await
+                        .map_err(|source| ReloadError::MetricsBind {
+                            address: m.listen,
+                            source,
+                        })?,
+                )
+            }
             _ => None,
         };
 
@@ -203,10 +203,7 @@ pub(super) async fn tls_material(config: &Config) -> TlsMaterial {
         }
         out
     };
-    match tokio::task::spawn_blocking(read).await {
-        Ok(m) => m,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    super::off_runtime(read).await
 }
 
 /// Backends present in both whose material differs.

@@ -15,7 +15,6 @@ use std::process::Output;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::apiserver::TestPki;
@@ -564,27 +563,14 @@ async fn bad_health_tls_files_on_sighup_keep_the_running_config() {
 // ---------------------------------------------------------------------------------------
 // metrics.admin
 
-/// An HTTP request from a chosen local address.
+/// An HTTP request from a chosen local address: its status.
 async fn http_from(from: [u8; 4], to: SocketAddr, method: &str, path: &str) -> u16 {
     let socket = TcpSocket::new_v4().expect("socket");
     socket
         .bind(SocketAddr::from((from, 0)))
         .expect("bind client address");
-    let mut s: TcpStream = socket.connect(to).await.expect("connect");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut resp = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut resp))
-        .await
-        .expect("answer within the wait")
-        .expect("read");
-    text(&resp)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status")
+    let s: TcpStream = socket.connect(to).await.expect("connect");
+    http_on(s, method, path).await.0
 }
 
 /// `metrics.admin`: `off` refuses state changes with 403 even from 127.0.0.1, `any` allows
@@ -753,18 +739,7 @@ async fn every_documented_metric_family_is_exported() {
     };
     // A small descriptor limit (both soft and hard, so apilb cannot raise it) for the
     // accept-error phase.
-    let lb = LbProcess::spawn_with(&yaml(1), |cmd| {
-        let program = cmd.get_program().to_owned();
-        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-        let mut c = std::process::Command::new("prlimit");
-        c.arg("--nofile=48:48").arg(program).args(args);
-        c.env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        *cmd = c;
-    });
+    let lb = LbProcess::spawn_with_nofile(&yaml(1), 48);
     // Not wait_listening(listen): its probe, accepted late, could take the one slot.
     lb.wait_for_log("apilb serving").await;
     wait_listening(metrics).await;

@@ -113,23 +113,10 @@ async fn second_sigterm_cuts_at_once() {
 async fn descriptor_exhaustion_backs_off_and_recovers() {
     let a = EchoBackend::start("a").await;
     let addr = lb_addr();
-    let mut lb = LbProcess::spawn_with(
+    // prlimit (util-linux) caps both soft and hard limits, so apilb cannot raise them.
+    let mut lb = LbProcess::spawn_with_nofile(
         &lb_yaml(&[addr], &[("a", a.addr)], "forwarding: copy\n"),
-        |cmd| {
-            // prlimit (util-linux) caps both soft and hard limits, so apilb cannot raise them.
-            let program = cmd.get_program().to_owned();
-            let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-            *cmd = {
-                let mut c = std::process::Command::new("prlimit");
-                c.arg("--nofile=48:48").arg(program).args(args);
-                c.env("RUST_LOG", "info")
-                    .env("NO_COLOR", "1")
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped());
-                c
-            };
-        },
+        48,
     );
     wait_listening(addr).await;
     // Each proxied connection takes two descriptors; 40 clients exhaust 48.

@@ -178,6 +178,23 @@ impl LbProcess {
         Self::spawn_base(yaml, Command::new(env!("CARGO_BIN_EXE_apilb")), adjust)
     }
 
+    /// As [`spawn`](Self::spawn), under `prlimit` with both the soft and the hard
+    /// open-file limit at `n`, so apilb cannot raise it (util-linux).
+    pub fn spawn_with_nofile(yaml: &str, n: u32) -> Self {
+        Self::spawn_with(yaml, |cmd| {
+            let program = cmd.get_program().to_owned();
+            let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg(program).args(args);
+            c.env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            *cmd = c;
+        })
+    }
+
     /// As [`spawn`](Self::spawn), inside network namespace `ns` (`ip netns exec` execs, so
     /// the child's pid is apilb's).
     pub fn spawn_in_netns(ns: &str, yaml: &str) -> Self {
@@ -353,7 +370,12 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// A plain HTTP/1.1 request with an empty body: status and body.
 pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let s = TcpStream::connect(addr).await.expect("connect");
+    http_on(s, method, path).await
+}
+
+/// As [`http`], over a stream the caller connected (e.g. from a chosen local address).
+pub async fn http_on(mut s: TcpStream, method: &str, path: &str) -> (u16, String) {
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     );
