@@ -12,7 +12,12 @@ use apilb::commands::{self, EXIT_FAILURE};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     apilb::logging::init(cli.log_format, cli.log_filter.as_deref());
+    // The control plane (and every command but serve's data plane, which runs on its own
+    // worker threads) needs little CPU: two threads keep a slow check from stalling the
+    // others without taking a core from the data plane.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("apilb-control")
         .enable_all()
         .build()
     {

@@ -14,6 +14,9 @@ use crate::health::state::{State, Transition};
 pub struct Metrics {
     /// `apilb_connections_accepted_total`: client connections accepted.
     pub accepted: IntCounter,
+    /// `apilb_worker_connections_accepted_total{worker}`: client connections each
+    /// data-plane worker accepted (how evenly the kernel spreads them).
+    pub worker_accepted: IntCounterVec,
     /// `apilb_connections_rejected_total{reason}`: closed at once without proxying
     /// (`max_connections`).
     pub rejected: IntCounterVec,
@@ -174,6 +177,12 @@ impl Metrics {
                 registry,
                 "apilb_connections_accepted_total",
                 "Client connections accepted.",
+            )?,
+            worker_accepted: counter_vec(
+                registry,
+                "apilb_worker_connections_accepted_total",
+                "Client connections accepted by each data-plane worker.",
+                &["worker"],
             )?,
             rejected: counter_vec(
                 registry,

@@ -25,8 +25,11 @@ pub struct ListenerChanges {
     pub removed: Vec<SocketAddr>,
     /// `tcp` changed: kept listeners are retuned (accepted sockets inherit the options).
     pub tcp_changed: bool,
-    /// `listener` (backlog, reusePort, freebind) changed: applies to new listeners only.
+    /// `listener` (backlog, reusePort, freebind, accept) changed: applies to new listeners
+    /// only.
     pub options_changed: bool,
+    /// `workers` changed: the running workers stay until restart.
+    pub workers_changed: bool,
 }
 
 /// What happens to the metrics endpoint.
@@ -87,6 +90,7 @@ impl ConfigDiff {
                 .collect(),
             tcp_changed: old.tcp != new.tcp,
             options_changed: old.listener != new.listener,
+            workers_changed: old.workers.count() != new.workers.count(),
         };
         let settings = old.balance != new.balance
             || old.max_connections != new.max_connections

@@ -68,6 +68,8 @@ pub struct Config {
     pub max_connections: usize,
     /// How bytes are moved between the legs (`forwarding`).
     pub forwarding: Forwarding,
+    /// Data-plane worker threads (`workers`).
+    pub workers: Workers,
     /// `timeouts`.
     pub timeouts: Timeouts,
     /// `listener`: listening socket options.
@@ -214,6 +216,52 @@ impl Forwarding {
     ];
 }
 
+/// `workers`: how many data-plane threads accept and forward. Each runs its own
+/// single-threaded runtime; a connection stays on the worker that accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per CPU this process may run on (its affinity mask and cgroup quota).
+    Auto,
+    /// Exactly this many (more than the CPUs is allowed).
+    Count(usize),
+}
+
+/// Default `workers`.
+pub const DEFAULT_WORKERS: Workers = Workers::Auto;
+/// The largest `workers` number accepted.
+pub const MAX_WORKERS: u64 = 1024;
+
+impl Workers {
+    /// The number of worker threads to run.
+    pub fn count(self) -> usize {
+        match self {
+            Workers::Count(n) => n,
+            Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// `listener.accept`: how the workers share one listening address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptMode {
+    /// One SO_REUSEPORT socket per worker: the kernel spreads new connections by a hash of
+    /// their addresses, and no two workers wake for the same connection.
+    ReusePort,
+    /// One socket that every worker accepts from: the first worker to wake takes the
+    /// connection.
+    Shared,
+}
+
+impl AcceptMode {
+    const NAMES: &[(&str, AcceptMode)] = &[
+        ("reusePort", AcceptMode::ReusePort),
+        ("shared", AcceptMode::Shared),
+    ];
+}
+
+/// Default `listener.accept`.
+pub const DEFAULT_ACCEPT_MODE: AcceptMode = AcceptMode::ReusePort;
+
 /// `timeouts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -238,6 +286,8 @@ pub struct ListenerOptions {
     /// IP_FREEBIND / IPV6_FREEBIND, so a backup LB can bind a VIP it does not hold yet
     /// (default true).
     pub freebind: bool,
+    /// `accept`: how the workers share an address (default [`DEFAULT_ACCEPT_MODE`]).
+    pub accept: AcceptMode,
 }
 
 /// `tcp`: options set on both legs of every connection.
@@ -371,6 +421,7 @@ impl Checker {
             10_000_000,
         );
         let forwarding = self.choice(raw.forwarding.as_ref(), "forwarding", Forwarding::NAMES);
+        let workers = self.workers(raw.workers.as_ref());
         let t = &raw.timeouts;
         let timeouts = Timeouts {
             connect: self
@@ -402,6 +453,9 @@ impl Checker {
             freebind: self
                 .boolean(l.freebind.as_ref(), "listener.freebind")
                 .unwrap_or(true),
+            accept: self
+                .choice(l.accept.as_ref(), "listener.accept", AcceptMode::NAMES)
+                .unwrap_or(DEFAULT_ACCEPT_MODE),
         };
         let k = &raw.tcp;
         let second = Some(Duration::from_secs(1));
@@ -426,6 +480,7 @@ impl Checker {
             balance: balance.unwrap_or(DEFAULT_BALANCE),
             max_connections: max_connections.map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
             forwarding: forwarding.unwrap_or(DEFAULT_FORWARDING),
+            workers: workers.unwrap_or(DEFAULT_WORKERS),
             timeouts,
             listener,
             tcp,
@@ -688,6 +743,23 @@ impl Checker {
             self.problem(key, message);
         }
         raw
+    }
+
+    /// `workers`: `auto` or a number of threads.
+    fn workers(&mut self, raw: Option<&Scalar>) -> Option<Workers> {
+        if raw?.0 == "auto" {
+            return Some(Workers::Auto);
+        }
+        let text = raw?.0.as_str();
+        if text.parse::<u64>().is_err() {
+            self.problem(
+                "workers",
+                format!("\"{text}\" is neither auto nor a whole number"),
+            );
+            return None;
+        }
+        self.number(raw, "workers", 1, MAX_WORKERS)
+            .map(|n| Workers::Count(n as usize))
     }
 
     fn number(&mut self, raw: Option<&Scalar>, key: &str, min: u64, max: u64) -> Option<u64> {

@@ -25,6 +25,9 @@ pub struct FileConfig {
     pub max_connections: Option<Scalar>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forwarding: Option<Scalar>,
+    /// Data-plane worker threads: `auto` (one per CPU available) or a number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Scalar>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub timeouts: RawTimeouts,
     #[serde(default, skip_serializing_if = "is_default")]
@@ -221,6 +224,9 @@ pub struct RawListener {
     pub reuse_port: Option<Scalar>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub freebind: Option<Scalar>,
+    /// How workers share a listening address: `reusePort` or `shared`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept: Option<Scalar>,
 }
 
 /// `tcp:` options applied to both legs of every proxied connection.

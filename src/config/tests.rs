@@ -68,6 +68,7 @@ fn parses_every_key() {
         ListenerOptions {
             backlog: 128,
             reuse_port: true,
+            accept: crate::config::DEFAULT_ACCEPT_MODE,
             freebind: false
         }
     );

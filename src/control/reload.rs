@@ -124,12 +124,7 @@ impl Server {
 
         // Commit, slice by slice. Checks see the new TLS before new endpoints appear.
         let mut report = ReloadReport {
-            proxy: self.proxy.apply(
-                &new,
-                bound,
-                diff.listeners.tcp_changed,
-                diff.listeners.options_changed,
-            ),
+            proxy: self.proxy.apply(&new, bound, &diff.listeners),
             ..ReloadReport::default()
         };
         self.checks.set_tls(tls);

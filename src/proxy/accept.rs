@@ -30,9 +30,28 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-/// Accept on `listener` until `stop` is cancelled; each connection runs on `tracker`.
+/// The worker an accept loop runs on, and its own counters (written by that worker only).
+pub(crate) struct Worker {
+    index: usize,
+    accepted: prometheus::IntCounter,
+}
+
+impl Worker {
+    pub(crate) fn new(index: usize, metrics: &crate::metrics::Metrics) -> Self {
+        Self {
+            index,
+            accepted: metrics
+                .worker_accepted
+                .with_label_values(&[&index.to_string()]),
+        }
+    }
+}
+
+/// Accept on `listener` until `stop` is cancelled; each connection runs on `tracker`, on
+/// the worker this loop runs on.
 pub(crate) async fn accept_loop(
     listener: Arc<TcpListener>,
+    worker: Worker,
     shared: Arc<Shared>,
     stop: CancellationToken,
     cut: CancellationToken,
@@ -56,6 +75,7 @@ pub(crate) async fn accept_loop(
                     tracing::info!(listener = %local, errors, "accepting again after errors");
                     backoff = ACCEPT_BACKOFF_MIN;
                 }
+                worker.accepted.inc();
                 admit(&shared, stream, peer, &cut, &tracker);
             }
             Err(e) if is_resource_exhaustion(&e) => {
@@ -84,7 +104,7 @@ pub(crate) async fn accept_loop(
             }
         }
     }
-    tracing::info!(listener = %local, "stopped accepting");
+    tracing::debug!(listener = %local, worker = worker.index, "stopped accepting");
 }
 
 /// A run of accept errors: it starts with the first error and ends at the first successful

@@ -8,12 +8,18 @@
 //!   (bind, TCP    (limits,       (pick, connect   (splice / copy,
 //!    options)      back-off)      with retry)      half-close, idle)
 //! ```
+//!
+//! It runs on `workers` threads ([`worker`]), each with its own single-threaded runtime.
+//! Every listening address has an accept loop on every worker: with `accept: reusePort`
+//! each loop owns one socket of a SO_REUSEPORT group, with `shared` they all accept from
+//! one socket. A connection stays on the worker that accepted it.
 
 mod accept;
 mod conn;
 mod forward;
 mod pool;
 mod socket;
+mod worker;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::BackendSet;
 use crate::backend::select::Selector;
+use crate::config::diff::ListenerChanges;
 use crate::config::{Config, Forwarding, ListenerOptions, TcpOptions, Timeouts};
 use crate::metrics::Metrics;
 
@@ -40,6 +47,14 @@ pub enum Error {
     Bind {
         /// The configured address.
         address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The worker threads could not be started.
+    #[error("cannot start {count} data-plane worker threads")]
+    Workers {
+        /// How many were asked for.
+        count: usize,
         /// Why.
         source: std::io::Error,
     },
@@ -78,19 +93,20 @@ pub(crate) struct Shared {
     pub(crate) pools: pool::Pools,
 }
 
-/// One bound listener.
+/// One bound listening address.
 #[derive(Debug)]
 struct Listening {
     local: SocketAddr,
     stop: CancellationToken,
-    /// Shared with its accept loop, so a reload can set new TCP options on it.
-    socket: Arc<TcpListener>,
+    /// Its sockets (one, or one per worker), shared with their accept loops so a reload
+    /// can set new TCP options on them.
+    sockets: Vec<Arc<TcpListener>>,
 }
 
 /// Listening sockets bound for a reload, not yet accepting: [`Proxy::apply`] starts them,
 /// and dropping them closes them (a reload that fails later changes nothing).
 #[derive(Debug, Default)]
-pub struct Bound(Vec<(SocketAddr, TcpListener)>);
+pub struct Bound(Vec<(SocketAddr, Vec<std::net::TcpListener>)>);
 
 /// What [`Proxy::apply`] changed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -124,6 +140,8 @@ pub struct Proxy {
     tracker: TaskTracker,
     /// Cancelled at the end of a drain: every connection closes.
     cut: CancellationToken,
+    /// The threads accept loops and connections run on.
+    workers: worker::Workers,
 }
 
 impl Proxy {
@@ -137,7 +155,10 @@ impl Proxy {
         metrics: Metrics,
         cut: CancellationToken,
     ) -> Result<Proxy, Error> {
-        let bound = bind_all(&config.listen, &config.listener, &config.tcp)?;
+        let count = config.workers.count();
+        let workers =
+            worker::Workers::start(count).map_err(|source| Error::Workers { count, source })?;
+        let bound = bind_all(&config.listen, &config.listener, &config.tcp, workers.len())?;
         let proxy = Proxy {
             shared: Arc::new(Shared {
                 settings: ArcSwap::from_pointee(Settings::new(
@@ -153,6 +174,7 @@ impl Proxy {
             order: Mutex::new(config.listen.clone()),
             tracker: TaskTracker::new(),
             cut,
+            workers,
         };
         for (addr, l) in bound {
             proxy.spawn_listener(addr, l);
@@ -180,22 +202,22 @@ impl Proxy {
         &self.shared.metrics
     }
 
+    /// How many data-plane workers run.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Bind `addrs` (the listeners a reload adds) with `config`'s options, or none of them.
     pub fn bind(&self, addrs: &[SocketAddr], config: &Config) -> Result<Bound, Error> {
-        bind_all(addrs, &config.listener, &config.tcp).map(Bound)
+        bind_all(addrs, &config.listener, &config.tcp, self.workers.len()).map(Bound)
     }
 
     /// Switch to `config`: new connections read its settings (the round-robin position is
     /// kept when `balance` is unchanged), `bound` listeners start accepting, listeners not
-    /// in `config.listen` close (their connections continue). `tcp_changed` retunes the
-    /// kept listeners; `options_changed` is reported, as it needs a restart.
-    pub fn apply(
-        &self,
-        config: &Config,
-        bound: Bound,
-        tcp_changed: bool,
-        options_changed: bool,
-    ) -> Applied {
+    /// in `config.listen` close (their connections continue). A `tcp` change retunes the
+    /// kept listeners; `listener` and `workers` changes are reported, as they need new
+    /// listeners or a restart.
+    pub fn apply(&self, config: &Config, bound: Bound, changes: &ListenerChanges) -> Applied {
         let mut applied = Applied::default();
         let old = self.shared.settings.load_full();
         let selector = if old.selector.kind() == config.balance {
@@ -215,27 +237,38 @@ impl Proxy {
         listeners.retain(|addr, l| {
             if !config.listen.contains(addr) {
                 l.stop.cancel();
+                tracing::info!(address = %l.local, "stopped accepting");
                 applied.listeners_removed.push(*addr);
                 return false;
             }
             if applied.listeners_added.contains(addr) {
                 return true;
             }
-            if tcp_changed {
+            if changes.tcp_changed {
                 // Connections accepted from now on inherit the new options.
-                if let Err(e) = socket::tune_socket(SockRef::from(&*l.socket), &config.tcp) {
-                    applied.warnings.push(format!(
-                        "listener {addr}: cannot apply the new tcp options: {e}"
-                    ));
+                for socket in &l.sockets {
+                    if let Err(e) = socket::tune_socket(SockRef::from(&**socket), &config.tcp) {
+                        applied.warnings.push(format!(
+                            "listener {addr}: cannot apply the new tcp options: {e}"
+                        ));
+                        break;
+                    }
                 }
             }
-            if options_changed {
+            if changes.options_changed {
                 applied.warnings.push(format!(
                     "listener options changed; the listener on {addr} keeps its old options until restart"
                 ));
             }
             true
         });
+        drop(listeners);
+        if changes.workers_changed {
+            applied.warnings.push(format!(
+                "workers changed; {} workers keep running until restart",
+                self.workers.len()
+            ));
+        }
         applied.listeners_removed.sort();
         applied
     }
@@ -244,6 +277,7 @@ impl Proxy {
     pub fn stop_accepting(&self) {
         for (_, l) in lock(&self.listeners).drain() {
             l.stop.cancel();
+            tracing::info!(address = %l.local, "stopped accepting");
         }
     }
 
@@ -271,21 +305,30 @@ impl Proxy {
     }
 
     /// A future that calls `alive` every `every` for as long as the data plane runs (until
-    /// its cut token), for systemd's watchdog. With today's single runtime a tick proves
-    /// the runtime still schedules the data plane's tasks.
+    /// its cut token) and every worker answers within `every`, for systemd's watchdog: a
+    /// worker stuck in a loop or a blocking call stops the calls, and systemd restarts the
+    /// process.
     pub fn heartbeat(
-        &self,
+        self: &Arc<Self>,
         every: Duration,
         alive: impl Fn() + Send + 'static,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let cut = self.cut.clone();
+        let proxy = Arc::clone(self);
         async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = cut.cancelled() => return,
-                    _ = tick.tick() => alive(),
+                    _ = tick.tick() => {}
+                }
+                if proxy.workers.all_alive(every).await {
+                    alive();
+                } else {
+                    tracing::warn!(
+                        "a data-plane worker did not answer in time; not telling the watchdog"
+                    );
                 }
             }
         }
@@ -296,39 +339,78 @@ impl Proxy {
         self.cut.cancel();
     }
 
-    fn spawn_listener(&self, addr: SocketAddr, l: TcpListener) {
-        let local = l.local_addr().unwrap_or(addr);
+    /// Start accepting on `group` (the sockets of one address): an accept loop on every
+    /// worker, each registered with its worker's runtime.
+    fn spawn_listener(&self, addr: SocketAddr, group: Vec<std::net::TcpListener>) {
+        let local = group
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or(addr);
         let stop = self.cut.child_token();
-        let socket = Arc::new(l);
-        tracing::info!(address = %local, "listening");
-        self.tracker.spawn(accept::accept_loop(
-            Arc::clone(&socket),
-            Arc::clone(&self.shared),
-            stop.clone(),
-            self.cut.clone(),
-            self.tracker.clone(),
-        ));
+        let n = self.workers.len();
+        let loops: Vec<(usize, std::io::Result<std::net::TcpListener>)> = if group.len() > 1 {
+            group.into_iter().map(Ok).enumerate().collect()
+        } else {
+            // `shared` (or one worker): every worker accepts from its own descriptor of
+            // the one socket.
+            let Some(l) = group.into_iter().next() else {
+                return;
+            };
+            let mut v: Vec<_> = (1..n).map(|i| (i, l.try_clone())).collect();
+            v.insert(0, (0, Ok(l)));
+            v
+        };
+        let mut registered = Vec::with_capacity(loops.len());
+        for (i, l) in loops {
+            let handle = self.workers.handle(i);
+            let socket = l.and_then(|l| {
+                let _in_worker = handle.enter();
+                TcpListener::from_std(l)
+            });
+            let socket = match socket {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    tracing::error!(address = %local, worker = i, error = %e, "cannot accept on this worker");
+                    continue;
+                }
+            };
+            registered.push(Arc::clone(&socket));
+            self.tracker.spawn_on(
+                accept::accept_loop(
+                    socket,
+                    accept::Worker::new(i, &self.shared.metrics),
+                    Arc::clone(&self.shared),
+                    stop.clone(),
+                    self.cut.clone(),
+                    self.tracker.clone(),
+                ),
+                handle,
+            );
+        }
+        tracing::info!(address = %local, workers = n, "listening");
         lock(&self.listeners).insert(
             addr,
             Listening {
                 local,
                 stop,
-                socket,
+                sockets: registered,
             },
         );
     }
 }
 
-/// Bind every address, or none: on the first failure the ones already bound are closed.
+/// Bind every address for `workers` workers, or none: on the first failure the ones
+/// already bound are closed.
 fn bind_all(
     addrs: &[SocketAddr],
     opts: &ListenerOptions,
     tcp: &TcpOptions,
-) -> Result<Vec<(SocketAddr, TcpListener)>, Error> {
+    workers: usize,
+) -> Result<Vec<(SocketAddr, Vec<std::net::TcpListener>)>, Error> {
     addrs
         .iter()
         .map(|&address| {
-            socket::bind(address, opts, tcp)
+            socket::bind_group(address, opts, tcp, workers)
                 .map(|l| (address, l))
                 .map_err(|source| Error::Bind { address, source })
         })

@@ -6,18 +6,49 @@ use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::config::{ListenerOptions, TcpOptions};
+use crate::config::{AcceptMode, ListenerOptions, TcpOptions};
 
-/// Bind a listening socket on `addr` with `opts`. The per-connection `tcp` options are set
-/// on the listener too: Linux copies them to every accepted socket, which saves six system
-/// calls per client connection.
-pub(crate) fn bind(
+/// Bind the listening sockets of one address for `workers` workers: one socket, or with
+/// `accept: reusePort` and more than one worker, one SO_REUSEPORT socket per worker in one
+/// group (the kernel spreads connections over them by a hash of the addresses). Port 0
+/// binds an ephemeral port once; the group shares it.
+///
+/// The first socket of a group binds without SO_REUSEPORT (unless `reusePort` asks for
+/// sharing with other processes) and sets it only once bound: a second apilb started on the
+/// same address fails with "address in use" instead of silently taking a share of the
+/// connections.
+pub(crate) fn bind_group(
     addr: SocketAddr,
     opts: &ListenerOptions,
     tcp: &TcpOptions,
-) -> io::Result<TcpListener> {
+    workers: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let per_worker = opts.accept == AcceptMode::ReusePort && workers > 1;
+    let first = bind_one(addr, opts, tcp, per_worker)?;
+    let mut group = vec![first];
+    if per_worker {
+        let bound = group[0].local_addr()?;
+        for _ in 1..workers {
+            let mut joining = *opts;
+            joining.reuse_port = true;
+            group.push(bind_one(bound, &joining, tcp, false)?);
+        }
+    }
+    Ok(group)
+}
+
+/// Bind one listening socket on `addr` with `opts`. The per-connection `tcp` options are set
+/// on the listener too: Linux copies them to every accepted socket, which saves six system
+/// calls per client connection. `group_after_bind` sets SO_REUSEPORT once bound, so the
+/// group's later members can join (see [`bind_group`]).
+fn bind_one(
+    addr: SocketAddr,
+    opts: &ListenerOptions,
+    tcp: &TcpOptions,
+    group_after_bind: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if opts.reuse_port {
@@ -34,8 +65,21 @@ pub(crate) fn bind(
     tune_socket(SockRef::from(&socket), tcp)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    if group_after_bind && !opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// Bind one listening socket registered with the current runtime (tests and tools).
+#[cfg(test)]
+pub(crate) fn bind(
+    addr: SocketAddr,
+    opts: &ListenerOptions,
+    tcp: &TcpOptions,
+) -> io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::from_std(bind_one(addr, opts, tcp, false)?)
 }
 
 /// Set the per-connection options on one leg (or a listener, whose accepted sockets inherit
@@ -59,6 +103,8 @@ pub(crate) fn tune_socket(sock: SockRef<'_>, tcp: &TcpOptions) -> io::Result<()>
 mod tests {
     use std::time::Duration;
 
+    use tokio::net::TcpListener;
+
     use super::*;
     use crate::config::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIME, DEFAULT_USER_TIMEOUT};
 
@@ -68,6 +114,7 @@ mod tests {
             backlog: 16,
             reuse_port: true,
             freebind: true,
+            accept: AcceptMode::Shared,
         };
         let l = bind("127.0.0.1:0".parse().expect("addr"), &opts, &tcp()).expect("bind");
         let sock = SockRef::from(&l);
@@ -91,6 +138,7 @@ mod tests {
             backlog: 16,
             reuse_port: false,
             freebind: true,
+            accept: AcceptMode::Shared,
         };
         match bind("[::1]:0".parse().expect("addr"), &opts, &tcp()) {
             Ok(l) => {
@@ -108,6 +156,37 @@ mod tests {
             }
             Err(e) => panic!("bind [::1]:0: {e}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_reuse_port_group_shares_one_port_and_keeps_others_out() {
+        let opts = ListenerOptions {
+            backlog: 16,
+            reuse_port: false,
+            freebind: false,
+            accept: AcceptMode::ReusePort,
+        };
+        let any = "127.0.0.1:0".parse().expect("addr");
+        let group = bind_group(any, &opts, &tcp(), 3).expect("bind");
+        assert_eq!(group.len(), 3, "one socket per worker");
+        let port = group[0].local_addr().expect("addr").port();
+        for l in &group {
+            assert_eq!(l.local_addr().expect("addr").port(), port);
+            assert!(SockRef::from(l).reuse_port().expect("getsockopt"));
+        }
+        // A second apilb on the same address is refused, not let into the group.
+        let taken = group[0].local_addr().expect("addr");
+        let e = bind_group(taken, &opts, &tcp(), 2).expect_err("address in use");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        // One worker, or `shared`: one socket.
+        assert_eq!(bind_group(any, &opts, &tcp(), 1).expect("bind").len(), 1);
+        let shared = ListenerOptions {
+            accept: AcceptMode::Shared,
+            ..opts
+        };
+        let one = bind_group(any, &shared, &tcp(), 4).expect("bind");
+        assert_eq!(one.len(), 1);
+        assert!(!SockRef::from(&one[0]).reuse_port().expect("getsockopt"));
     }
 
     fn tcp() -> TcpOptions {
@@ -162,6 +241,7 @@ mod tests {
             backlog: 16,
             reuse_port: false,
             freebind: false,
+            accept: AcceptMode::Shared,
         };
         let l = bind("127.0.0.1:0".parse().expect("addr"), &opts, &tcp).expect("bind");
         let _c = TcpStream::connect(l.local_addr().expect("addr"))

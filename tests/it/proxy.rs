@@ -11,11 +11,18 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-async fn start(yaml: &str) -> Server {
-    let config = Config::from_yaml(yaml, "test.yaml").expect("valid test config");
+/// Start a server on `yaml` with `workers` data-plane workers.
+async fn start(workers: usize, yaml: &str) -> Server {
+    let config =
+        Config::from_yaml(&with_workers(workers, yaml), "test.yaml").expect("valid test config");
     Server::start(config, std::path::Path::new("test.yaml"))
         .await
         .expect("server starts")
+}
+
+/// `yaml` with `workers: N` added (reloads keep the running worker count).
+fn with_workers(workers: usize, yaml: &str) -> String {
+    format!("{yaml}\nworkers: {workers}\n")
 }
 
 fn any_port() -> Vec<SocketAddr> {
@@ -37,13 +44,16 @@ fn payload(len: usize, seed: u64) -> Vec<u8> {
 
 /// Send `len` bytes through the LB to an echo backend while reading the echo concurrently;
 /// both directions carry every byte, in order.
-async fn transfer_exact(forwarding: &str, len: usize) {
+async fn transfer_exact(workers: usize, forwarding: &str, len: usize) {
     let b = EchoBackend::start("b1").await;
-    let lb = start(&lb_yaml(
-        &any_port(),
-        &[("b1", b.addr)],
-        &format!("forwarding: {forwarding}\n"),
-    ))
+    let lb = start(
+        workers,
+        &lb_yaml(
+            &any_port(),
+            &[("b1", b.addr)],
+            &format!("forwarding: {forwarding}\n"),
+        ),
+    )
     .await;
     let (s, name) = connect_tagged(lb.local_addrs()[0]).await;
     assert_eq!(name, "b1");
@@ -73,26 +83,22 @@ async fn transfer_exact(forwarding: &str, len: usize) {
     lb.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transfers_32_mib_both_ways_byte_exact_with_splice() {
-    transfer_exact("splice", 32 << 20).await;
+async fn transfers_32_mib_both_ways_byte_exact_with_splice(workers: usize) {
+    transfer_exact(workers, "splice", 32 << 20).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transfers_32_mib_both_ways_byte_exact_with_copy() {
-    transfer_exact("copy", 32 << 20).await;
+async fn transfers_32_mib_both_ways_byte_exact_with_copy(workers: usize) {
+    transfer_exact(workers, "copy", 32 << 20).await;
 }
 
 /// auto starts copying and switches to splice mid-stream once a read fills the buffer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transfers_32_mib_both_ways_byte_exact_with_auto() {
-    transfer_exact("auto", 32 << 20).await;
+async fn transfers_32_mib_both_ways_byte_exact_with_auto(workers: usize) {
+    transfer_exact(workers, "auto", 32 << 20).await;
 }
 
 /// Client sends its request and half-closes; the backend sees EOF, and its reply still
 /// flows back after that.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_half_close_reaches_backend_and_reply_still_flows() {
+async fn client_half_close_reaches_backend_and_reply_still_flows(workers: usize) {
     for forwarding in ["splice", "copy", "auto"] {
         let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -108,11 +114,14 @@ async fn client_half_close_reaches_backend_and_reply_still_flows() {
             s.shutdown().await.expect("close");
             req
         });
-        let lb = start(&lb_yaml(
-            &any_port(),
-            &[("b", baddr)],
-            &format!("forwarding: {forwarding}\n"),
-        ))
+        let lb = start(
+            workers,
+            &lb_yaml(
+                &any_port(),
+                &[("b", baddr)],
+                &format!("forwarding: {forwarding}\n"),
+            ),
+        )
         .await;
         let mut c = TcpStream::connect(lb.local_addrs()[0])
             .await
@@ -131,8 +140,7 @@ async fn client_half_close_reaches_backend_and_reply_still_flows() {
 
 /// The backend half-closes first; the client reads EOF and can still send, and the backend
 /// receives it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_half_close_reaches_client_and_client_can_still_send() {
+async fn backend_half_close_reaches_client_and_client_can_still_send(workers: usize) {
     for forwarding in ["splice", "copy", "auto"] {
         let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -146,11 +154,14 @@ async fn backend_half_close_reaches_client_and_client_can_still_send() {
             s.read_to_end(&mut rest).await.expect("read after own FIN");
             rest
         });
-        let lb = start(&lb_yaml(
-            &any_port(),
-            &[("b", baddr)],
-            &format!("forwarding: {forwarding}\n"),
-        ))
+        let lb = start(
+            workers,
+            &lb_yaml(
+                &any_port(),
+                &[("b", baddr)],
+                &format!("forwarding: {forwarding}\n"),
+            ),
+        )
         .await;
         let mut c = TcpStream::connect(lb.local_addrs()[0])
             .await
@@ -174,17 +185,19 @@ async fn backend_half_close_reaches_client_and_client_can_still_send() {
 
 /// With passive detection off, every connection that the selector sends to the dead
 /// backend is retried on the live one; each refusal is counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_backend_is_skipped_and_counted() {
+async fn refused_backend_is_skipped_and_counted(workers: usize) {
     let live = EchoBackend::start("live").await;
     let dead = dead_addr();
-    let lb = start(&lb_yaml(
-        &any_port(),
-        &[("dead", dead), ("live", live.addr)],
-        "balance: round-robin
+    let lb = start(
+        workers,
+        &lb_yaml(
+            &any_port(),
+            &[("dead", dead), ("live", live.addr)],
+            "balance: round-robin
 health: {kind: none, passiveFall: 0}
 ",
-    ))
+        ),
+    )
     .await;
     let addr = lb.local_addrs()[0];
     for _ in 0..6 {
@@ -209,16 +222,18 @@ health: {kind: none, passiveFall: 0}
 
 /// Passive detection (default passiveFall 1): the first refusal marks the backend down, and
 /// later clients are not sent to it at all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_connect_marks_the_backend_down_at_once() {
+async fn a_refused_connect_marks_the_backend_down_at_once(workers: usize) {
     let live = EchoBackend::start("live").await;
-    let lb = start(&lb_yaml(
-        &any_port(),
-        &[("dead", dead_addr()), ("live", live.addr)],
-        "balance: round-robin
+    let lb = start(
+        workers,
+        &lb_yaml(
+            &any_port(),
+            &[("dead", dead_addr()), ("live", live.addr)],
+            "balance: round-robin
 health: {interval: 1h, fastInterval: 1h}
 ",
-    ))
+        ),
+    )
     .await;
     let addr = lb.local_addrs()[0];
     for _ in 0..6 {
@@ -242,8 +257,7 @@ health: {interval: 1h, fastInterval: 1h}
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_timeout_moves_on_to_the_next_backend() {
+async fn connect_timeout_moves_on_to_the_next_backend(workers: usize) {
     // A listener with a backlog of 1 that never accepts: once its queue is full, further
     // SYNs get no answer, so a connect hangs until the connect timeout.
     let blackhole =
@@ -267,11 +281,14 @@ async fn connect_timeout_moves_on_to_the_next_backend() {
         }
     }
     let live = EchoBackend::start("live").await;
-    let lb = start(&lb_yaml(
-        &any_port(),
-        &[("hole", hole), ("live", live.addr)],
-        "balance: round-robin\ntimeouts: {connect: 200ms}\n",
-    ))
+    let lb = start(
+        workers,
+        &lb_yaml(
+            &any_port(),
+            &[("hole", hole), ("live", live.addr)],
+            "balance: round-robin\ntimeouts: {connect: 200ms}\n",
+        ),
+    )
     .await;
     for _ in 0..2 {
         let (_s, name) = connect_tagged(lb.local_addrs()[0]).await;
@@ -286,13 +303,11 @@ async fn connect_timeout_moves_on_to_the_next_backend() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_backends_down_closes_the_client_promptly() {
-    let lb = start(&lb_yaml(
-        &any_port(),
-        &[("a", dead_addr()), ("b", dead_addr())],
-        "",
-    ))
+async fn all_backends_down_closes_the_client_promptly(workers: usize) {
+    let lb = start(
+        workers,
+        &lb_yaml(&any_port(), &[("a", dead_addr()), ("b", dead_addr())], ""),
+    )
     .await;
     let mut c = TcpStream::connect(lb.local_addrs()[0])
         .await
@@ -318,38 +333,41 @@ async fn all_backends_down_closes_the_client_promptly() {
     .await;
 }
 
-/// On tokio's paused clock (loopback I/O completes in the kernel at once, so the clock only
-/// jumps while nothing is in flight): an hour-long idle timeout closes a quiet connection at
-/// the hour, while one that speaks every 20 minutes lives on.
-#[tokio::test(start_paused = true)]
-async fn idle_connections_are_closed_and_busy_ones_kept() {
+/// A one-second idle timeout (the shortest allowed) closes a quiet connection after that
+/// second, while one that speaks every 300 ms lives on past two timeouts. Real time: the
+/// timers run on the data-plane workers' own clocks.
+async fn idle_connections_are_closed_and_busy_ones_kept(workers: usize) {
     let b = EchoBackend::start("b").await;
-    let lb = start(&lb_yaml(
-        &any_port(),
-        &[("b", b.addr)],
-        "timeouts: {idle: 1h}\nhealth: {kind: none}\n",
-    ))
+    let lb = start(
+        workers,
+        &lb_yaml(
+            &any_port(),
+            &[("b", b.addr)],
+            "timeouts: {idle: 1s}\nhealth: {kind: none}\n",
+        ),
+    )
     .await;
     let addr = lb.local_addrs()[0];
+    // Before the idle connection's last byte (its backend's tag), so `at` is no shorter
+    // than the time the connection was really quiet.
+    let started = tokio::time::Instant::now();
     let (mut idle, _) = connect_tagged(addr).await;
     let (mut busy, _) = connect_tagged(addr).await;
-    let started = tokio::time::Instant::now();
     let idle_closed = tokio::spawn(async move {
         let mut buf = [0u8; 16];
         let n = idle.read(&mut buf).await;
         (n.map_err(|e| e.kind()), started.elapsed())
     });
-    // Busy past two idle timeouts, a byte every 20 minutes.
-    for _ in 0..6 {
+    // Busy past two idle timeouts, a byte every 300 ms.
+    for _ in 0..8 {
         roundtrip(&mut busy, b"x").await;
-        tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let (read, at) = idle_closed.await.expect("reader");
     assert_eq!(read, Ok(0), "the idle connection got EOF");
-    let hour = Duration::from_secs(3600);
     assert!(
-        at >= hour && at < hour + Duration::from_secs(1),
-        "closed after {at:?}, want the idle timeout (1h)"
+        at >= Duration::from_secs(1) && at < Duration::from_millis(2500),
+        "closed after {at:?}, want the idle timeout (1s)"
     );
     roundtrip(&mut busy, b"still here").await;
     assert_eq!(
@@ -361,14 +379,12 @@ async fn idle_connections_are_closed_and_busy_ones_kept() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_connections_closes_extra_clients_at_once() {
+async fn max_connections_closes_extra_clients_at_once(workers: usize) {
     let b = EchoBackend::start("b").await;
-    let lb = start(&lb_yaml(
-        &any_port(),
-        &[("b", b.addr)],
-        "maxConnections: 2\n",
-    ))
+    let lb = start(
+        workers,
+        &lb_yaml(&any_port(), &[("b", b.addr)], "maxConnections: 2\n"),
+    )
     .await;
     let addr = lb.local_addrs()[0];
     let (mut c1, _) = connect_tagged(addr).await;
@@ -396,18 +412,20 @@ async fn max_connections_closes_extra_clients_at_once() {
     roundtrip(&mut c4, b"four").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn least_connections_spreads_and_follows_load() {
+async fn least_connections_spreads_and_follows_load(workers: usize) {
     let bs = [
         EchoBackend::start("a").await,
         EchoBackend::start("b").await,
         EchoBackend::start("c").await,
     ];
-    let lb = start(&lb_yaml(
-        &any_port(),
-        &[("a", bs[0].addr), ("b", bs[1].addr), ("c", bs[2].addr)],
-        "",
-    ))
+    let lb = start(
+        workers,
+        &lb_yaml(
+            &any_port(),
+            &[("a", bs[0].addr), ("b", bs[1].addr), ("c", bs[2].addr)],
+            "",
+        ),
+    )
     .await;
     let addr = lb.local_addrs()[0];
     let mut held: Vec<(TcpStream, String)> = Vec::new();
@@ -440,15 +458,14 @@ async fn least_connections_spreads_and_follows_load() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn weighted_round_robin_follows_weights() {
+async fn weighted_round_robin_follows_weights(workers: usize) {
     let a = EchoBackend::start("a").await;
     let b = EchoBackend::start("b").await;
     let yaml = format!(
         "listen: [\"127.0.0.1:0\"]\nbackends:\n  - {{name: a, address: \"{}\", weight: 3}}\n  - {{name: b, address: \"{}\"}}\nbalance: round-robin\n",
         a.addr, b.addr
     );
-    let lb = start(&yaml).await;
+    let lb = start(workers, &yaml).await;
     let mut seq = String::new();
     for _ in 0..8 {
         seq.push_str(&which_backend(lb.local_addrs()[0]).await);
@@ -456,12 +473,11 @@ async fn weighted_round_robin_follows_weights() {
     assert_eq!(seq, "aabaaaba");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_changes_backends_and_listeners_without_dropping_connections() {
+async fn reload_changes_backends_and_listeners_without_dropping_connections(workers: usize) {
     let a = EchoBackend::start("a").await;
     let b = EchoBackend::start("b").await;
     let first: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let lb = start(&lb_yaml(&[first], &[("a", a.addr)], "")).await;
+    let lb = start(workers, &lb_yaml(&[first], &[("a", a.addr)], "")).await;
     let (mut old_conn, name) = connect_tagged(first).await;
     assert_eq!(name, "a");
 
@@ -469,7 +485,7 @@ async fn reload_changes_backends_and_listeners_without_dropping_connections() {
     let second: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let yaml = lb_yaml(&[first, second], &[("b", b.addr)], "");
     let report = lb
-        .reload(Config::from_yaml(&yaml, "new.yaml").expect("valid"))
+        .reload(Config::from_yaml(&with_workers(workers, &yaml), "new.yaml").expect("valid"))
         .await
         .expect("reload");
     assert_eq!(report.backends.added, ["b"]);
@@ -485,7 +501,7 @@ async fn reload_changes_backends_and_listeners_without_dropping_connections() {
     // Drop the first listener: it stops accepting, its connection goes on.
     let yaml = lb_yaml(&[second], &[("b", b.addr)], "");
     let report = lb
-        .reload(Config::from_yaml(&yaml, "new.yaml").expect("valid"))
+        .reload(Config::from_yaml(&with_workers(workers, &yaml), "new.yaml").expect("valid"))
         .await
         .expect("reload");
     assert_eq!(report.proxy.listeners_removed, [first]);
@@ -496,28 +512,26 @@ async fn reload_changes_backends_and_listeners_without_dropping_connections() {
     roundtrip(&mut old_conn, b"and still").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_with_an_unbindable_listener_changes_nothing() {
+async fn reload_with_an_unbindable_listener_changes_nothing(workers: usize) {
     let a = EchoBackend::start("a").await;
     let b = EchoBackend::start("b").await;
     let first: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let lb = start(&lb_yaml(&[first], &[("a", a.addr)], "")).await;
+    let lb = start(workers, &lb_yaml(&[first], &[("a", a.addr)], "")).await;
     // A port someone else holds.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken_addr = taken.local_addr().expect("addr");
     let yaml = lb_yaml(&[first, taken_addr], &[("b", b.addr)], "");
     let err = lb
-        .reload(Config::from_yaml(&yaml, "new.yaml").expect("valid"))
+        .reload(Config::from_yaml(&with_workers(workers, &yaml), "new.yaml").expect("valid"))
         .await
         .expect_err("bind must fail");
     assert!(err.to_string().contains(&taken_addr.to_string()), "{err}");
     assert_eq!(which_backend(first).await, "a", "old backends still in use");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_drains_then_cuts_at_the_deadline() {
+async fn shutdown_drains_then_cuts_at_the_deadline(workers: usize) {
     let b = EchoBackend::start("b").await;
-    let lb = start(&lb_yaml(&any_port(), &[("b", b.addr)], "")).await;
+    let lb = start(workers, &lb_yaml(&any_port(), &[("b", b.addr)], "")).await;
     let addr = lb.local_addrs()[0];
     let (mut finishing, _) = connect_tagged(addr).await;
     let (mut lingering, _) = connect_tagged(addr).await;
@@ -542,8 +556,7 @@ async fn shutdown_drains_then_cuts_at_the_deadline() {
 
 /// A DNS-named backend follows the answers of a DNS server the test runs: each address is
 /// its own endpoint, changes apply live, and a failing server leaves the last good answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dns_named_backends_follow_live_answers() {
+async fn dns_named_backends_follow_live_answers(workers: usize) {
     let dns = crate::support::dns::TestDns::start().await;
     // Two stand-ins on the same port of two loopback addresses.
     let (two, three) = loop {
@@ -563,7 +576,7 @@ async fn dns_named_backends_follow_live_answers() {
         "listen: [\"127.0.0.1:0\"]\nbackends:\n  - {{name: api, address: \"{name}:{port}\"}}\nresolvers: [\"{}\"]\ndnsTtl: {{min: 100ms, max: 1s}}\nhealth: {{kind: tcp, interval: 100ms, fastInterval: 50ms}}\n",
         dns.addr
     );
-    let lb = start(&yaml).await;
+    let lb = start(workers, &yaml).await;
     let addr = lb.local_addrs()[0];
     wait_until(WAIT, "first answer applied", || async {
         lb.backends().find_all("api").len() == 1
@@ -623,8 +636,7 @@ async fn dns_named_backends_follow_live_answers() {
     drop(three);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ipv6_listener_and_backend() {
+async fn ipv6_listener_and_backend(workers: usize) {
     let probe = match std::net::TcpListener::bind("[::1]:0") {
         Ok(probe) => probe,
         Err(e) => {
@@ -634,11 +646,10 @@ async fn ipv6_listener_and_backend() {
     };
     drop(probe);
     let b = EchoBackend::start_on("v6", "[::1]:0".parse().expect("addr")).await;
-    let lb = start(&lb_yaml(
-        &["[::1]:0".parse().expect("addr")],
-        &[("v6", b.addr)],
-        "",
-    ))
+    let lb = start(
+        workers,
+        &lb_yaml(&["[::1]:0".parse().expect("addr")], &[("v6", b.addr)], ""),
+    )
     .await;
     let addr = lb.local_addrs()[0];
     assert!(addr.is_ipv6());
@@ -647,8 +658,7 @@ async fn ipv6_listener_and_backend() {
     roundtrip(&mut s, b"six").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reweighting_takes_effect_live() {
+async fn reweighting_takes_effect_live(workers: usize) {
     let a = EchoBackend::start("a").await;
     let b = EchoBackend::start("b").await;
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -658,9 +668,9 @@ async fn reweighting_takes_effect_live() {
             a.addr, b.addr
         )
     };
-    let lb = start(&yaml(1)).await;
+    let lb = start(workers, &yaml(1)).await;
     let report = lb
-        .reload(Config::from_yaml(&yaml(4), "w.yaml").expect("valid"))
+        .reload(Config::from_yaml(&with_workers(workers, &yaml(4)), "w.yaml").expect("valid"))
         .await
         .expect("reload");
     assert_eq!(report.backends.reweighted, ["a"]);
@@ -671,3 +681,47 @@ async fn reweighting_takes_effect_live() {
     assert_eq!(counts["a"], 8);
     assert_eq!(counts["b"], 2);
 }
+
+/// Every test above, with one worker and with four (more workers than this machine's cores).
+macro_rules! for_worker_counts {
+    ($($name:ident),* $(,)?) => {
+        mod workers_1 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(1).await
+                }
+            )*
+        }
+        mod workers_4 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(4).await
+                }
+            )*
+        }
+    };
+}
+
+for_worker_counts!(
+    transfers_32_mib_both_ways_byte_exact_with_splice,
+    transfers_32_mib_both_ways_byte_exact_with_copy,
+    transfers_32_mib_both_ways_byte_exact_with_auto,
+    client_half_close_reaches_backend_and_reply_still_flows,
+    backend_half_close_reaches_client_and_client_can_still_send,
+    refused_backend_is_skipped_and_counted,
+    a_refused_connect_marks_the_backend_down_at_once,
+    connect_timeout_moves_on_to_the_next_backend,
+    all_backends_down_closes_the_client_promptly,
+    idle_connections_are_closed_and_busy_ones_kept,
+    max_connections_closes_extra_clients_at_once,
+    least_connections_spreads_and_follows_load,
+    weighted_round_robin_follows_weights,
+    reload_changes_backends_and_listeners_without_dropping_connections,
+    reload_with_an_unbindable_listener_changes_nothing,
+    shutdown_drains_then_cuts_at_the_deadline,
+    dns_named_backends_follow_live_answers,
+    ipv6_listener_and_backend,
+    reweighting_takes_effect_live,
+);
