@@ -682,6 +682,81 @@ async fn reweighting_takes_effect_live(workers: usize) {
     assert_eq!(counts["b"], 2);
 }
 
+/// With `accept: reusePort`, 200 connections from loopback land on all four workers (the
+/// kernel hashes the client's port), and with either mode the per-worker counts add up to
+/// the accepted total. Byte counters summed over the workers equal the bytes the clients
+/// sent and received, exactly.
+async fn connections_spread_over_workers_and_sums_are_exact(accept: &str, all_workers: bool) {
+    let b = EchoBackend::start("b").await;
+    let lb = start(
+        4,
+        &lb_yaml(
+            &any_port(),
+            &[("b", b.addr)],
+            &format!("listener: {{accept: {accept}}}\nhealth: {{kind: none}}\n"),
+        ),
+    )
+    .await;
+    let addr = lb.local_addrs()[0];
+    let (mut sent, mut received) = (0u64, 0u64);
+    let mut clients = Vec::new();
+    for i in 0..200u64 {
+        clients.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let msg = payload(1 + (i as usize * 97) % 5000, i);
+            s.write_all(&msg).await.expect("write");
+            s.shutdown().await.expect("shutdown");
+            let mut back = Vec::new();
+            tokio::time::timeout(WAIT, s.read_to_end(&mut back))
+                .await
+                .expect("echo within the wait")
+                .expect("read");
+            assert_eq!(&back[2..], &msg[..], "tag, then the echo");
+            (msg.len() as u64, back.len() as u64)
+        }));
+    }
+    for c in clients {
+        let (up, down) = c.await.expect("client");
+        sent += up;
+        received += down;
+    }
+    wait_until(WAIT, "every connection closed", || async {
+        lb.active_connections() == 0
+    })
+    .await;
+    let m = lb.metrics();
+    let per_worker: Vec<u64> = (0..4)
+        .map(|w| m.worker_accepted.with_label_values(&[&w.to_string()]).get())
+        .collect();
+    assert_eq!(per_worker.iter().sum::<u64>(), 200, "{per_worker:?}");
+    assert_eq!(m.accepted.get(), 200);
+    if all_workers {
+        assert!(
+            per_worker.iter().all(|&n| n > 0),
+            "every worker accepted some: {per_worker:?}"
+        );
+    }
+    assert_eq!(
+        m.bytes.with_label_values(&["client_to_backend"]).get(),
+        sent
+    );
+    assert_eq!(
+        m.bytes.with_label_values(&["backend_to_client"]).get(),
+        received
+    );
+    assert_eq!(m.closed.with_label_values(&["eof"]).get(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_port_spreads_connections_over_every_worker() {
+    connections_spread_over_workers_and_sums_are_exact("reusePort", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_listener_counts_exactly_across_workers() {
+    connections_spread_over_workers_and_sums_are_exact("shared", false).await;
+}
+
 /// Every test above, with one worker and with four (more workers than this machine's cores).
 macro_rules! for_worker_counts {
     ($($name:ident),* $(,)?) => {
