@@ -5,7 +5,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpSocket, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -194,13 +196,7 @@ async fn connect_one(
     let timeout = settings.timeouts.connect;
     let addr = backend.address();
     let attempt = async {
-        let socket = if addr.is_ipv6() {
-            TcpSocket::new_v6()
-        } else {
-            TcpSocket::new_v4()
-        }
-        .map_err(AttemptError::Local)?;
-        let stream = socket.connect(addr).await.map_err(AttemptError::Backend)?;
+        let stream = connect_nonblocking(addr).await?;
         if let Err(e) = tune(&stream, &settings.tcp) {
             tracing::debug!(error = %e, "backend socket options");
         }
@@ -213,4 +209,44 @@ async fn connect_one(
             format!("no answer within {}", humantime::format_duration(timeout)),
         ))),
     }
+}
+
+/// A non-blocking connect judged by readiness: writable without an error or hang-up means
+/// connected, so a successful connect costs no SO_ERROR call (tokio's own connect makes
+/// one); the error is read only when the connect failed.
+async fn connect_nonblocking(addr: SocketAddr) -> Result<TcpStream, AttemptError> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )
+    .map_err(AttemptError::Local)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) if is_local_shortage(&e) => return Err(AttemptError::Local(e)),
+        Err(e) => return Err(AttemptError::Backend(e)),
+    }
+    let stream = TcpStream::from_std(socket.into()).map_err(AttemptError::Local)?;
+    let ready = stream
+        .ready(Interest::WRITABLE | Interest::ERROR)
+        .await
+        .map_err(AttemptError::Backend)?;
+    if ready.is_error() || ready.is_write_closed() {
+        let e = match stream.take_error() {
+            Ok(Some(e)) | Err(e) => e,
+            Ok(None) => io::Error::new(io::ErrorKind::ConnectionAborted, "connect failed"),
+        };
+        return Err(AttemptError::Backend(e));
+    }
+    Ok(stream)
+}
+
+/// Errors from connect(2) itself that mean this host ran out of something (ports,
+/// buffers), not that the backend failed.
+fn is_local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EADDRNOTAVAIL | libc::ENOBUFS | libc::ENOMEM | libc::EAGAIN)
+    )
 }
