@@ -1,19 +1,42 @@
 //! Prometheus metrics: typed handles on a registry the caller owns (no global registry), so
 //! tests build their own and nothing clashes. The HTTP endpoint comes with the status API.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::health::state::{State, Transition};
 
+/// The `reason` values of `apilb_connections_closed_total`, in the order of
+/// `proxy::forward::End::index`.
+pub const CLOSE_REASONS: &[&str] = &[
+    "eof",
+    "idle_timeout",
+    "drain_cut",
+    "backend_down",
+    "client_error",
+    "backend_error",
+];
+
+/// The `direction` values of `apilb_bytes_total`.
+pub const DIRECTIONS: &[&str] = &["client_to_backend", "backend_to_client"];
+/// Index of `client_to_backend` in [`DIRECTIONS`].
+pub const UP: usize = 0;
+/// Index of `backend_to_client` in [`DIRECTIONS`].
+pub const DOWN: usize = 1;
+
 /// Every metric the data plane updates.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// `apilb_connections_accepted_total`: client connections accepted.
-    pub accepted: IntCounter,
+    /// `apilb_connections_accepted_total`: client connections accepted (per-worker shards).
+    pub accepted: ShardedCounter,
     /// `apilb_worker_connections_accepted_total{worker}`: client connections each
     /// data-plane worker accepted (how evenly the kernel spreads them).
     pub worker_accepted: IntCounterVec,
@@ -28,7 +51,7 @@ pub struct Metrics {
     /// `apilb_connections_closed_total{reason}`: how proxied connections ended
     /// (`eof`, `idle_timeout`, `drain_cut`, `backend_down`, `client_error`,
     /// `backend_error`).
-    pub closed: IntCounterVec,
+    pub closed: ShardedCounter,
     /// `apilb_backend_connections_total{backend}`: connections established to each backend.
     pub backend_connections: IntCounterVec,
     /// `apilb_backend_connect_failures_total{backend,reason}`: failed connect attempts
@@ -36,7 +59,7 @@ pub struct Metrics {
     pub connect_failures: IntCounterVec,
     /// `apilb_bytes_total{direction}`: bytes forwarded (`client_to_backend`,
     /// `backend_to_client`), counted when a connection ends.
-    pub bytes: IntCounterVec,
+    pub bytes: ShardedCounter,
     /// `apilb_accept_errors_total{kind}`: failed accept(2) calls (`resources`, `other`).
     pub accept_errors: IntCounterVec,
     /// `apilb_config_reloads_total{result}`: reloads (`ok`, `failed`).
@@ -73,11 +96,6 @@ pub struct Metrics {
 impl Metrics {
     /// Create the metrics and register them in `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        fn counter(r: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
-            let c = IntCounter::with_opts(Opts::new(name, help))?;
-            r.register(Box::new(c.clone()))?;
-            Ok(c)
-        }
         fn counter_vec(
             r: &Registry,
             name: &str,
@@ -173,10 +191,12 @@ impl Metrics {
                 "Watched certificates that could not be read or parsed at scrape time.",
                 &["path"],
             )?,
-            accepted: counter(
+            accepted: ShardedCounter::new(
                 registry,
                 "apilb_connections_accepted_total",
                 "Client connections accepted.",
+                None,
+                &[""],
             )?,
             worker_accepted: counter_vec(
                 registry,
@@ -197,11 +217,12 @@ impl Metrics {
                 "Client connections closed because no backend took them.",
                 &["reason"],
             )?,
-            closed: counter_vec(
+            closed: ShardedCounter::new(
                 registry,
                 "apilb_connections_closed_total",
                 "Proxied connections ended, by reason.",
-                &["reason"],
+                Some("reason"),
+                CLOSE_REASONS,
             )?,
             backend_connections: counter_vec(
                 registry,
@@ -215,11 +236,12 @@ impl Metrics {
                 "Failed connect attempts to each backend, by reason.",
                 &["backend", "reason"],
             )?,
-            bytes: counter_vec(
+            bytes: ShardedCounter::new(
                 registry,
                 "apilb_bytes_total",
                 "Bytes forwarded, by direction.",
-                &["direction"],
+                Some("direction"),
+                DIRECTIONS,
             )?,
             accept_errors: counter_vec(
                 registry,
@@ -419,5 +441,183 @@ impl VipMetrics {
                 .with_label_values(&[s.as_str()])
                 .set(i64::from(s == state));
         }
+    }
+}
+
+/// A counter family summed over per-worker shards when scraped. Each data-plane worker adds
+/// to its own [`Shard`] (its own cache lines), so counting a connection or its bytes writes
+/// nothing another core reads until a scrape. The label values are fixed up front.
+#[derive(Debug, Clone)]
+pub struct ShardedCounter(Arc<ShardedInner>);
+
+#[derive(Debug)]
+struct ShardedInner {
+    desc: Desc,
+    name: String,
+    help: String,
+    /// The one label's name, or `None` for a counter without labels.
+    label: Option<&'static str>,
+    /// The label's values (one entry, `""`, without a label).
+    values: &'static [&'static str],
+    shards: Mutex<Vec<Arc<Shard>>>,
+}
+
+/// One worker's counts of a [`ShardedCounter`], one per label value.
+#[derive(Debug)]
+pub struct Shard(Box<[PaddedCount]>);
+
+/// A count on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct PaddedCount(AtomicU64);
+
+impl Shard {
+    /// Add `n` to the count of the label value at `index` (in the family's value list).
+    pub fn add(&self, index: usize, n: u64) {
+        if let Some(c) = self.0.get(index) {
+            c.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Add one to the count of the label value at `index`.
+    pub fn inc(&self, index: usize) {
+        self.add(index, 1);
+    }
+}
+
+impl ShardedCounter {
+    /// A family `name` with one `label` taking `values` (or no label: `label` `None` and
+    /// `values` `&[""]`), registered in `registry`.
+    pub fn new(
+        registry: &Registry,
+        name: &str,
+        help: &str,
+        label: Option<&'static str>,
+        values: &'static [&'static str],
+    ) -> Result<Self, prometheus::Error> {
+        let labels: Vec<String> = label.iter().map(|l| (*l).to_owned()).collect();
+        let desc = Desc::new(name.to_owned(), help.to_owned(), labels, HashMap::new())?;
+        let c = ShardedCounter(Arc::new(ShardedInner {
+            desc,
+            name: name.to_owned(),
+            help: help.to_owned(),
+            label,
+            values,
+            shards: Mutex::new(Vec::new()),
+        }));
+        registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    /// A new shard for one worker; its counts are part of every later scrape.
+    pub fn shard(&self) -> Arc<Shard> {
+        let shard = Arc::new(Shard(
+            self.0
+                .values
+                .iter()
+                .map(|_| PaddedCount::default())
+                .collect(),
+        ));
+        lock(&self.0.shards).push(Arc::clone(&shard));
+        shard
+    }
+
+    /// The sum over every shard for label `value` (`""` without a label).
+    pub fn get(&self, value: &str) -> u64 {
+        let Some(i) = self.0.values.iter().position(|v| *v == value) else {
+            return 0;
+        };
+        self.sum(i)
+    }
+
+    /// The sum over every shard and label value.
+    pub fn total(&self) -> u64 {
+        (0..self.0.values.len()).map(|i| self.sum(i)).sum()
+    }
+
+    fn sum(&self, i: usize) -> u64 {
+        lock(&self.0.shards)
+            .iter()
+            .map(|s| s.0[i].0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl Collector for ShardedCounter {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.0.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut family = MetricFamily::default();
+        family.set_name(self.0.name.clone());
+        family.set_help(self.0.help.clone());
+        family.set_field_type(MetricType::COUNTER);
+        for (i, value) in self.0.values.iter().enumerate() {
+            let mut counter = proto::Counter::default();
+            counter.set_value(self.sum(i) as f64);
+            let mut m = proto::Metric::default();
+            if let Some(label) = self.0.label {
+                let mut pair = proto::LabelPair::default();
+                pair.set_name(label.to_owned());
+                pair.set_value((*value).to_owned());
+                m.set_label(vec![pair].into());
+            }
+            m.set_counter(counter);
+            family.mut_metric().push(m);
+        }
+        vec![family]
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data: a panic mid-push leaves a valid list.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::{Encoder, TextEncoder};
+
+    use super::*;
+
+    #[test]
+    fn sharded_counters_sum_their_shards_when_scraped() {
+        let registry = Registry::new();
+        let bytes = ShardedCounter::new(
+            &registry,
+            "t_bytes_total",
+            "Bytes.",
+            Some("direction"),
+            DIRECTIONS,
+        )
+        .expect("register");
+        let plain = ShardedCounter::new(&registry, "t_plain_total", "Plain.", None, &[""])
+            .expect("register");
+        let (a, b) = (bytes.shard(), bytes.shard());
+        a.add(UP, 10);
+        b.add(UP, 5);
+        b.add(DOWN, 7);
+        a.add(99, 1); // out of range: ignored
+        plain.shard().inc(0);
+        assert_eq!(bytes.get("client_to_backend"), 15);
+        assert_eq!(bytes.get("backend_to_client"), 7);
+        assert_eq!(bytes.get("sideways"), 0);
+        assert_eq!(bytes.total(), 22);
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut text)
+            .expect("encode");
+        let text = String::from_utf8(text).expect("utf-8");
+        assert!(text.contains("# TYPE t_bytes_total counter\n"), "{text}");
+        assert!(
+            text.contains("t_bytes_total{direction=\"client_to_backend\"} 15\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_bytes_total{direction=\"backend_to_client\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("t_plain_total 1\n"), "{text}");
     }
 }

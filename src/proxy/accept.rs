@@ -2,10 +2,11 @@
 //! with one warning per burst of errors, and a guard that counts each admitted client until
 //! its connection ends.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Shared, conn};
+use crate::metrics::{Metrics, Shard};
 
 /// First pause after an accept error caused by exhausted resources.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -30,20 +32,53 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-/// The worker an accept loop runs on, and its own counters (written by that worker only).
-pub(crate) struct Worker {
-    index: usize,
-    accepted: prometheus::IntCounter,
+/// One worker's counters: written by that worker's tasks only, summed when scraped.
+#[derive(Debug)]
+pub(crate) struct WorkerStats {
+    pub(crate) index: usize,
+    /// `apilb_worker_connections_accepted_total{worker}`.
+    accepted_here: prometheus::IntCounter,
+    accepted: Arc<Shard>,
+    pub(crate) bytes: Arc<Shard>,
+    pub(crate) closed: Arc<Shard>,
+    /// Per-backend handles, resolved once per worker instead of a label lookup (hash, read
+    /// lock, reference count) per connection. Only this worker's tasks take the lock.
+    backends: Mutex<HashMap<String, BackendStats>>,
 }
 
-impl Worker {
-    pub(crate) fn new(index: usize, metrics: &crate::metrics::Metrics) -> Self {
+/// A backend's per-connection metrics, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendStats {
+    pub(crate) connections: prometheus::IntCounter,
+    pub(crate) connect_duration: prometheus::Histogram,
+}
+
+impl WorkerStats {
+    pub(crate) fn new(index: usize, metrics: &Metrics) -> Self {
         Self {
             index,
-            accepted: metrics
+            accepted_here: metrics
                 .worker_accepted
                 .with_label_values(&[&index.to_string()]),
+            accepted: metrics.accepted.shard(),
+            bytes: metrics.bytes.shard(),
+            closed: metrics.closed.shard(),
+            backends: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `backend`'s handles.
+    pub(crate) fn backend(&self, metrics: &Metrics, backend: &str) -> BackendStats {
+        let mut map = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get(backend) {
+            return b.clone();
+        }
+        let b = BackendStats {
+            connections: metrics.backend_connections.with_label_values(&[backend]),
+            connect_duration: metrics.connect_duration.with_label_values(&[backend]),
+        };
+        map.insert(backend.to_owned(), b.clone());
+        b
     }
 }
 
@@ -51,7 +86,7 @@ impl Worker {
 /// the worker this loop runs on.
 pub(crate) async fn accept_loop(
     listener: Arc<TcpListener>,
-    worker: Worker,
+    worker: Arc<WorkerStats>,
     shared: Arc<Shared>,
     stop: CancellationToken,
     cut: CancellationToken,
@@ -75,8 +110,9 @@ pub(crate) async fn accept_loop(
                     tracing::info!(listener = %local, errors, "accepting again after errors");
                     backoff = ACCEPT_BACKOFF_MIN;
                 }
-                worker.accepted.inc();
-                admit(&shared, stream, peer, &cut, &tracker);
+                worker.accepted_here.inc();
+                worker.accepted.inc(0);
+                admit(&shared, &worker, stream, peer, &cut, &tracker);
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 shared
@@ -137,12 +173,12 @@ impl Burst {
 /// Count the connection against `maxConnections` and start it, or close it at once.
 fn admit(
     shared: &Arc<Shared>,
+    worker: &Arc<WorkerStats>,
     stream: TcpStream,
     peer: SocketAddr,
     cut: &CancellationToken,
     tracker: &TaskTracker,
 ) {
-    shared.metrics.accepted.inc();
     let max = shared.settings.load().max_connections;
     let before = shared.active.fetch_add(1, Ordering::AcqRel);
     if before >= max {
@@ -160,6 +196,7 @@ fn admit(
     let guard = ClientGuard(Arc::clone(shared));
     tracker.spawn(conn::run(
         Arc::clone(shared),
+        Arc::clone(worker),
         stream,
         peer,
         cut.clone(),

@@ -11,16 +11,19 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::accept::WorkerStats;
 use super::forward::{self, Activity, End, Mode};
 use super::socket::tune;
 use super::{Settings, Shared};
 use crate::backend::{ActiveGuard, Backend, State};
 use crate::config::Forwarding;
+use crate::metrics::{DOWN, UP};
 
 /// Serve one accepted client. `admission` (its place under `maxConnections`) is held until
 /// the connection ends.
 pub(crate) async fn run<A: Send + 'static>(
     shared: Arc<Shared>,
+    worker: Arc<WorkerStats>,
     client: TcpStream,
     peer: SocketAddr,
     cut: CancellationToken,
@@ -32,7 +35,7 @@ pub(crate) async fn run<A: Send + 'static>(
         // The client leg inherited the listener's TCP options (see socket::bind).
         let settings = shared.settings.load_full();
         let connected = tokio::select! {
-            c = connect_any(shared, &settings) => c,
+            c = connect_any(shared, &worker, &settings) => c,
             () = cut.cancelled() => return,
         };
         let (backend, active) = match connected {
@@ -71,9 +74,9 @@ pub(crate) async fn run<A: Send + 'static>(
         let up = activity.up.load(std::sync::atomic::Ordering::Relaxed);
         let down = activity.down.load(std::sync::atomic::Ordering::Relaxed);
         let m = &shared.metrics;
-        m.bytes.with_label_values(&["client_to_backend"]).inc_by(up);
-        m.bytes.with_label_values(&["backend_to_client"]).inc_by(down);
-        m.closed.with_label_values(&[end.label()]).inc();
+        worker.bytes.add(UP, up);
+        worker.bytes.add(DOWN, down);
+        worker.closed.inc(end.index());
         m.connection_duration
             .observe(activity.age().as_secs_f64());
         match &end {
@@ -121,6 +124,7 @@ enum AttemptError {
 /// is served while any backend accepts. Backends in maintenance are never tried.
 async fn connect_any(
     shared: &Shared,
+    worker: &WorkerStats,
     settings: &Settings,
 ) -> Result<(TcpStream, ActiveGuard), NoConnection> {
     let list = shared.backends.snapshot();
@@ -140,12 +144,10 @@ async fn connect_any(
             let started = tokio::time::Instant::now();
             match connect_one(backend, settings).await {
                 Ok(stream) => {
-                    let m = &shared.metrics;
-                    m.backend_connections
-                        .with_label_values(&[backend.name()])
-                        .inc();
-                    m.connect_duration
-                        .with_label_values(&[backend.name()])
+                    let stats = worker.backend(&shared.metrics, backend.name());
+                    stats.connections.inc();
+                    stats
+                        .connect_duration
                         .observe(started.elapsed().as_secs_f64());
                     if phase == Phase::FailOpen {
                         tracing::info!(backend = backend.name(), state = %cands[i].state, "no backend up: connected to one that is not (fail open)");

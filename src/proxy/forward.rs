@@ -50,16 +50,21 @@ pub(crate) enum End {
 }
 
 impl End {
+    /// Position of this reason in [`crate::metrics::CLOSE_REASONS`].
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            End::Eof => 0,
+            End::IdleTimeout => 1,
+            End::DrainCut => 2,
+            End::BackendDown => 3,
+            End::Client(_) => 4,
+            End::Backend(_) => 5,
+        }
+    }
+
     /// The `reason` label of `apilb_connections_closed_total`.
     pub(crate) fn label(&self) -> &'static str {
-        match self {
-            End::Eof => "eof",
-            End::IdleTimeout => "idle_timeout",
-            End::DrainCut => "drain_cut",
-            End::BackendDown => "backend_down",
-            End::Client(_) => "client_error",
-            End::Backend(_) => "backend_error",
-        }
+        crate::metrics::CLOSE_REASONS[self.index()]
     }
 }
 

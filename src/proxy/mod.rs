@@ -142,6 +142,8 @@ pub struct Proxy {
     cut: CancellationToken,
     /// The threads accept loops and connections run on.
     workers: worker::Workers,
+    /// Each worker's counters, by worker index.
+    stats: Vec<Arc<accept::WorkerStats>>,
 }
 
 impl Proxy {
@@ -159,6 +161,9 @@ impl Proxy {
         let workers =
             worker::Workers::start(count).map_err(|source| Error::Workers { count, source })?;
         let bound = bind_all(&config.listen, &config.listener, &config.tcp, workers.len())?;
+        let stats = (0..workers.len())
+            .map(|i| Arc::new(accept::WorkerStats::new(i, &metrics)))
+            .collect();
         let proxy = Proxy {
             shared: Arc::new(Shared {
                 settings: ArcSwap::from_pointee(Settings::new(
@@ -174,6 +179,7 @@ impl Proxy {
             order: Mutex::new(config.listen.clone()),
             tracker: TaskTracker::new(),
             cut,
+            stats,
             workers,
         };
         for (addr, l) in bound {
@@ -378,7 +384,7 @@ impl Proxy {
             self.tracker.spawn_on(
                 accept::accept_loop(
                     socket,
-                    accept::Worker::new(i, &self.shared.metrics),
+                    Arc::clone(&self.stats[i]),
                     Arc::clone(&self.shared),
                     stop.clone(),
                     self.cut.clone(),

@@ -83,6 +83,9 @@ async fn metrics_pass_promtool_and_carry_the_documented_series() {
         "apilb_backend_state",
         "apilb_backend_active_connections",
         "apilb_connections_accepted_total",
+        "apilb_worker_connections_accepted_total",
+        "apilb_connections_closed_total",
+        "apilb_bytes_total",
         "apilb_backend_connections_total",
         "apilb_backend_connect_duration_seconds_bucket",
         "apilb_health_checks_total",
@@ -103,6 +106,15 @@ async fn metrics_pass_promtool_and_carry_the_documented_series() {
         sample(&body, "apilb_config_reloads_total{result=\"failed\"}"),
         Some(1.0)
     );
+    // The total (summed over the workers' shards) is the sum of the per-worker counts.
+    let per_worker: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("apilb_worker_connections_accepted_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let total = sample(&body, "apilb_connections_accepted_total");
+    assert!(per_worker >= 1.0, "{body}");
+    assert_eq!(total, Some(per_worker));
     assert_eq!(
         sample(
             &body,
