@@ -561,7 +561,7 @@ impl Collector for ShardedCounter {
                 let mut pair = proto::LabelPair::default();
                 pair.set_name(label.to_owned());
                 pair.set_value((*value).to_owned());
-                m.set_label(vec![pair].into());
+                m.set_label(vec![pair]);
             }
             m.set_counter(counter);
             family.mut_metric().push(m);
