@@ -79,6 +79,16 @@ struct Args {
     #[arg(long)]
     apilb_extra_config: Option<PathBuf>,
 
+    /// Threads of each proxy: HAProxy's nbthread, nginx's worker_processes and apilb's
+    /// workers (unless --apilb-workers says otherwise).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+
+    /// apilb's `workers:` (auto or a number) [default: --threads]; `none` leaves the key
+    /// out, for binaries older than the per-core data plane.
+    #[arg(long)]
+    apilb_workers: Option<String>,
+
     /// HAProxy binary.
     #[arg(long, default_value = "haproxy")]
     haproxy_bin: PathBuf,
@@ -136,6 +146,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             None => None,
         },
         nofile,
+        threads: args.threads,
+        apilb_workers: match args.apilb_workers.as_deref() {
+            Some("none") => None,
+            Some(w) => Some(w.to_owned()),
+            None => Some(args.threads.to_string()),
+        },
     };
     let workloads: Vec<Workload> = {
         let mut v: Vec<Workload> = args.workloads.iter().flatten().copied().collect();
@@ -195,7 +211,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.rounds, args.duration, args.clients, idle_conns
         ),
         format!("proxies: {}", list(&proxies)),
+        format!(
+            "threads: HAProxy nbthread {t}, nginx worker_processes {t}, apilb workers {}",
+            bins.apilb_workers
+                .as_deref()
+                .unwrap_or("(not set: the binary's default)"),
+            t = args.threads
+        ),
     ];
+    if let Some(extra) = &bins.apilb_extra {
+        header.push(format!(
+            "apilb extra config: {}",
+            extra.trim().replace('\n', "; ")
+        ));
+    }
     eprintln!("{}", header.join("\n"));
 
     let mut ports = PortPicker::new();

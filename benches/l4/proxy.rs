@@ -103,6 +103,11 @@ pub(crate) struct Bins {
     pub(crate) apilb_extra: Option<String>,
     /// RLIMIT_NOFILE the proxies inherit; their connection limits are sized to fit it.
     pub(crate) nofile: u64,
+    /// HAProxy's `nbthread` and nginx's `worker_processes`.
+    pub(crate) threads: usize,
+    /// apilb's `workers:` value, or `None` to leave the key out (binaries older than the
+    /// per-core data plane do not know it).
+    pub(crate) apilb_workers: Option<String>,
 }
 
 impl Bins {
@@ -200,7 +205,10 @@ pub(crate) async fn start(
         ProxyKind::Direct => unreachable!("handled above"),
         ProxyKind::Haproxy => {
             let cfg = d.join("haproxy.cfg");
-            fs::write(&cfg, haproxy_config(listen, backends, bins.nofile))?;
+            fs::write(
+                &cfg,
+                haproxy_config(listen, backends, bins.nofile, bins.threads),
+            )?;
             cmd.arg("-db").arg("-f").arg(&cfg);
         }
         ProxyKind::Nginx => {
@@ -209,7 +217,10 @@ pub(crate) async fn start(
                 .nginx_stream_module
                 .is_file()
                 .then_some(&*bins.nginx_stream_module);
-            fs::write(&cfg, nginx_config(listen, backends, d, module, bins.nofile))?;
+            fs::write(
+                &cfg,
+                nginx_config(listen, backends, d, module, bins.nofile, bins.threads),
+            )?;
             cmd.arg("-p")
                 .arg(d)
                 .arg("-c")
@@ -226,7 +237,13 @@ pub(crate) async fn start(
             let cfg = d.join("apilb.yaml");
             fs::write(
                 &cfg,
-                apilb_config(listen, backends, forwarding, bins.apilb_extra.as_deref()),
+                apilb_config(
+                    listen,
+                    backends,
+                    forwarding,
+                    bins.apilb_workers.as_deref(),
+                    bins.apilb_extra.as_deref(),
+                ),
             )?;
             cmd.arg("serve").arg("--config").arg(&cfg);
             if std::env::var_os("RUST_LOG").is_none() {
@@ -245,10 +262,15 @@ pub(crate) async fn start(
 
 /// HAProxy refuses to start if it cannot raise its fd limit to about 2 x maxconn, so
 /// maxconn follows the limit it inherits (never above 100,000).
-fn haproxy_config(listen: SocketAddr, backends: &[SocketAddr], nofile: u64) -> String {
+fn haproxy_config(
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    nofile: u64,
+    threads: usize,
+) -> String {
     let maxconn = (nofile.saturating_sub(200) / 2).clamp(1_000, 100_000);
     let mut s = format!(
-        "global\n    nbthread 2\n    maxconn {maxconn}\n\n\
+        "global\n    nbthread {threads}\n    maxconn {maxconn}\n\n\
          defaults\n    mode tcp\n    balance roundrobin\n    timeout connect 3s\n\
          \x20   timeout client 1h\n    timeout server 1h\n\n\
          frontend fe\n    bind {listen}\n    default_backend be\n\n\
@@ -266,6 +288,7 @@ fn nginx_config(
     dir: &Path,
     stream_module: Option<&Path>,
     nofile: u64,
+    threads: usize,
 ) -> String {
     let nofile = nofile.clamp(1_024, 200_000);
     let mut s = String::new();
@@ -273,7 +296,7 @@ fn nginx_config(
         s.push_str(&format!("load_module {};\n", m.display()));
     }
     s.push_str(&format!(
-        "daemon off;\nmaster_process on;\nworker_processes 2;\nworker_rlimit_nofile {nofile};\n\
+        "daemon off;\nmaster_process on;\nworker_processes {threads};\nworker_rlimit_nofile {nofile};\n\
          pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
          events {{\n    worker_connections {nofile};\n}}\n\
          stream {{\n    upstream be {{\n",
@@ -293,9 +316,13 @@ fn apilb_config(
     listen: SocketAddr,
     backends: &[SocketAddr],
     forwarding: &str,
+    workers: Option<&str>,
     extra: Option<&str>,
 ) -> String {
     let mut s = format!("listen: [\"{listen}\"]\nbackends:\n");
+    if let Some(w) = workers {
+        s.insert_str(0, &format!("workers: {w}\n"));
+    }
     for (i, b) in backends.iter().enumerate() {
         s.push_str(&format!("  - {{name: b{}, address: \"{b}\"}}\n", i + 1));
     }

@@ -425,6 +425,7 @@ mod tests {
             vec!["", "balance: round-robin\n", "balance: random-two\n"],
             vec!["", "maxConnections: 10\n"],
             vec!["", "forwarding: copy\n", "forwarding: splice\n"],
+            vec!["", "workers: 3\n", "workers: 1024\n"],
             vec![
                 "",
                 "timeouts: {idle: 2h}\n",
@@ -434,6 +435,7 @@ mod tests {
                 "",
                 "listener: {backlog: 16}\n",
                 "listener: {reusePort: true}\n",
+                "listener: {accept: shared}\n",
             ],
             vec!["", "tcp: {userTimeout: 5s}\n"],
             vec![

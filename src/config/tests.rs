@@ -95,6 +95,30 @@ fn defaults_are_the_named_constants() {
     assert_eq!(c.tcp.keepalive_time, DEFAULT_KEEPALIVE_TIME);
     assert_eq!(c.tcp.user_timeout, DEFAULT_USER_TIMEOUT);
     assert_eq!(c.backends[0].weight, DEFAULT_WEIGHT);
+    assert_eq!(c.workers, DEFAULT_WORKERS);
+    assert_eq!(c.listener.accept, DEFAULT_ACCEPT_MODE);
+}
+
+#[test]
+fn workers_take_auto_or_a_number() {
+    let with = |w: &str| {
+        Config::from_yaml(
+            &format!(
+                "listen: [\"127.0.0.1:6443\"]\nbackends: [{{name: a, address: \"127.0.0.1:1\"}}]\nworkers: {w}\nlistener: {{accept: shared}}\n"
+            ),
+            "x",
+        )
+        .expect("valid")
+    };
+    assert_eq!(with("4").workers, Workers::Count(4));
+    assert_eq!(with("4").workers.count(), 4);
+    assert_eq!(with("1024").workers.count(), 1024);
+    assert_eq!(with("auto").workers, Workers::Auto);
+    assert_eq!(
+        with("auto").workers.count(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    assert_eq!(with("1").listener.accept, AcceptMode::Shared);
 }
 
 #[test]
@@ -116,7 +140,7 @@ fn bad_configs_get_exact_errors() {
         // 2. Unknown top-level key (a typo): reported, and so is what it leaves missing.
         (
             "listen: [\"127.0.0.1:6443\"]\nbackend: []\n",
-            "lb.yaml:1:1: backends: needs at least one backend\nlb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`",
+            "lb.yaml:1:1: backends: needs at least one backend\nlb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`",
         ),
         // 3. Unknown key inside a backend.
         (
@@ -236,7 +260,7 @@ fn bad_configs_get_exact_errors() {
             "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - {name: a, address: \"10.0.0.300:6443\", wieght: 2}\nbalanse: round-robin\ntimeouts: {idle: 1 hour}\nmetrics: {}\n",
             "lb.yaml:3:24: backends[0].address: \"10.0.0.300:6443\" is not a valid address: \"10.0.0.300\" is not an IPv4 address\n\
              lb.yaml:3:43: backends[0]: unknown field `wieght`, expected one of `name`, `address`, `weight`, `health`\n\
-             lb.yaml:4:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`\n\
+             lb.yaml:4:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`\n\
              lb.yaml:5:18: timeouts.idle: \"1 hour\" is not a duration: write it without spaces, with the units ms, s, m, h, d (e.g. 1h or 1h30m)\n\
              lb.yaml:6:1: metrics.listen: is required, e.g. \"127.0.0.1:9441\"",
         ),
@@ -254,6 +278,15 @@ fn bad_configs_get_exact_errors() {
         (
             "listen: [\"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\nhealth: {interval: 1s, fastInterval: 1500ms}\n",
             "lb.yaml:3:38: health.fastInterval: 1s500ms is longer than interval (1s)",
+        ),
+        // 27. workers: neither auto nor a number, out of range; an unknown accept mode.
+        (
+            "listen: [\"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\nworkers: many\nlistener: {accept: roundRobin}\n",
+            "lb.yaml:3:10: workers: \"many\" is neither auto nor a whole number\nlb.yaml:4:20: listener.accept: \"roundRobin\" is not one of reusePort, shared",
+        ),
+        (
+            "listen: [\"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\nworkers: 0\n",
+            "lb.yaml:3:10: workers: 0 is out of range (1 to 1024)",
         ),
         // 20. YAML syntax error.
         (
