@@ -178,12 +178,24 @@ impl Backend {
     /// Record a successful connect and count the connection as active until the returned
     /// guard drops.
     pub fn connected(self: &Arc<Self>) -> ActiveGuard {
-        if self.consecutive_failures.swap(0, Ordering::Relaxed) > 0 {
-            lock(&self.health).on_connect_success();
-        }
+        self.answered();
+        self.connected_unconfirmed()
+    }
+
+    /// Count a connection whose backend has not answered yet as active until the returned
+    /// guard drops; [`answered`](Self::answered) ends a run of failures once it does.
+    pub fn connected_unconfirmed(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(Arc::clone(self))
+    }
+
+    /// Record that the backend served a client (connected, or sent its first byte): a run
+    /// of failed connects ends.
+    pub fn answered(&self) {
+        if self.consecutive_failures.swap(0, Ordering::Relaxed) > 0 {
+            lock(&self.health).on_connect_success();
+        }
     }
 
     /// What selection needs of it at `now`.

@@ -273,7 +273,16 @@ pub struct Timeouts {
     /// On shutdown, how long established connections may finish (default
     /// [`DEFAULT_DRAIN_TIMEOUT`]).
     pub drain: Duration,
+    /// How long a new backend leg may leave the client's TLS handshake unanswered before
+    /// the client is replayed to another backend (default [`DEFAULT_FIRST_BYTE_TIMEOUT`];
+    /// `None` when set to 0s: off).
+    pub first_byte: Option<Duration>,
 }
+
+/// Default `timeouts.firstByte`: a kube-apiserver answers a TLS ClientHello in
+/// milliseconds; one that has not answered in a second is hung or drowning, and the
+/// client is better served by another.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `listener`: options of every listening socket. They apply when a listener is bound; a
 /// reload that changes them rebinds no existing listener (a warning says so).
@@ -441,6 +450,11 @@ impl Checker {
             drain: self
                 .duration(t.drain.as_ref(), "timeouts.drain", None)
                 .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            first_byte: match self.duration(t.first_byte.as_ref(), "timeouts.firstByte", None) {
+                None => Some(DEFAULT_FIRST_BYTE_TIMEOUT),
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+            },
         };
         let l = &raw.listener;
         let listener = ListenerOptions {

@@ -212,6 +212,8 @@ pub struct RawTimeouts {
     pub idle: Option<Scalar>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_byte: Option<Scalar>,
 }
 
 /// `listener:` socket options applied to every listening socket.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::pool::Pools;
 use super::{Shared, conn};
 use crate::metrics::{Metrics, Shard};
 
@@ -44,6 +45,9 @@ pub(crate) struct WorkerStats {
     /// Per-backend handles, resolved once per worker instead of a label lookup (hash, read
     /// lock, reference count) per connection. Only this worker's tasks take the lock.
     backends: Mutex<HashMap<String, BackendStats>>,
+    /// This worker's pipes and buffers (a pool per worker: taking one never contends with
+    /// another core).
+    pub(crate) pools: Pools,
 }
 
 /// A backend's per-connection metrics, resolved.
@@ -64,6 +68,7 @@ impl WorkerStats {
             bytes: metrics.bytes.shard(),
             closed: metrics.closed.shard(),
             backends: Mutex::new(HashMap::new()),
+            pools: Pools::default(),
         }
     }
 
@@ -86,6 +91,7 @@ impl WorkerStats {
 /// the worker this loop runs on.
 pub(crate) async fn accept_loop(
     listener: Arc<TcpListener>,
+    burst: Arc<SharedBurst>,
     worker: Arc<WorkerStats>,
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -97,7 +103,6 @@ pub(crate) async fn accept_loop(
         Err(_) => "?".to_owned(),
     };
     let mut backoff = ACCEPT_BACKOFF_MIN;
-    let mut burst = Burst::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -141,6 +146,38 @@ pub(crate) async fn accept_loop(
         }
     }
     tracing::debug!(listener = %local, worker = worker.index, "stopped accepting");
+}
+
+/// The burst state of one listening address, shared by its accept loops on every worker so
+/// the process warns once per burst, not once per worker. A successful accept outside a
+/// burst reads one flag and takes no lock.
+#[derive(Debug, Default)]
+pub(crate) struct SharedBurst {
+    active: AtomicBool,
+    burst: std::sync::Mutex<Burst>,
+}
+
+impl SharedBurst {
+    fn error(&self, now: Instant) -> bool {
+        self.active.store(true, Ordering::Relaxed);
+        self.lock().error(now)
+    }
+
+    fn ok(&self, now: Instant) -> Option<u64> {
+        if !self.active.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut b = self.lock();
+        let ended = b.ok(now);
+        if ended.is_some() {
+            self.active.store(false, Ordering::Relaxed);
+        }
+        ended
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Burst> {
+        self.burst.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A run of accept errors: it starts with the first error and ends at the first successful

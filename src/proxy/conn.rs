@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::accept::WorkerStats;
+use super::first::{self, Replay, Verdict};
 use super::forward::{self, Activity, End, Mode};
 use super::socket::tune;
 use super::{Settings, Shared};
@@ -34,23 +35,71 @@ pub(crate) async fn run<A: Send + 'static>(
         let shared = &shared;
         // The client leg inherited the listener's TCP options (see socket::bind).
         let settings = shared.settings.load_full();
+        let mut tried = Vec::new();
+        let confirm = settings.timeouts.first_byte.is_none();
         let connected = tokio::select! {
-            c = connect_any(shared, &worker, &settings) => c,
+            c = connect_any(shared, &worker, &settings, &mut tried, confirm) => c,
             () = cut.cancelled() => return,
         };
-        let (backend, active) = match connected {
-            Ok(c) => c,
-            Err(NoConnection::NoBackend) => {
-                shared.metrics.failed.with_label_values(&["no_backend"]).inc();
-                tracing::warn!("no backend accepted the connection; closing the client");
-                return;
-            }
-            Err(NoConnection::Local(e)) => {
-                shared.metrics.failed.with_label_values(&["local_resources"]).inc();
-                tracing::debug!(error = %e, "no socket for the backend leg; closing the client");
-                return;
-            }
+        let Some((mut backend, mut active)) = admitted(shared, connected) else {
+            return;
         };
+        let activity = Activity::new();
+        if let Some(limit) = settings.timeouts.first_byte {
+            let mut replay = Replay::new();
+            loop {
+                let verdict = first::exchange(
+                    &client,
+                    &backend,
+                    limit,
+                    &mut replay,
+                    &activity,
+                    &worker.pools,
+                    &cut,
+                )
+                .await;
+                let (reason, why) = match verdict {
+                    Verdict::Forward => {
+                        active.backend().answered();
+                        break;
+                    }
+                    // Forwarding sees the cut at once and counts it.
+                    Verdict::Cut => break,
+                    Verdict::Silent => (
+                        "no_first_byte",
+                        format!(
+                            "no answer to the client's TLS handshake within {}",
+                            humantime::format_duration(limit)
+                        ),
+                    ),
+                    Verdict::Closed(e) => ("closed_early", format!("closed before answering: {e}")),
+                };
+                let failed = Arc::clone(active.backend());
+                shared
+                    .metrics
+                    .connect_failures
+                    .with_label_values(&[failed.name(), reason])
+                    .inc();
+                let (run, transition) = failed.connect_failed(&why);
+                if let Some(t) = transition {
+                    shared.backends.publish(&failed, t);
+                }
+                tracing::info!(backend = failed.name(), address = %failed.address(), error = %why, consecutive_failures = run, "backend did not answer; replaying the client's handshake to the next backend");
+                drop(active);
+                drop(backend);
+                let next = tokio::select! {
+                    c = connect_any(shared, &worker, &settings, &mut tried, false) => c,
+                    () = cut.cancelled() => return,
+                };
+                let Some((b, a)) = admitted(shared, next) else {
+                    return;
+                };
+                if let Err(e) = forward::write_all(&b, replay.bytes()).await {
+                    tracing::debug!(error = %e, "replaying to the next backend failed");
+                }
+                (backend, active) = (b, a);
+            }
+        }
         let name = active.backend().name();
         tracing::debug!(backend = %name, "connected");
         let mode = match settings.forwarding {
@@ -58,7 +107,6 @@ pub(crate) async fn run<A: Send + 'static>(
             Forwarding::Splice => Mode::Splice,
             Forwarding::Copy => Mode::Copy,
         };
-        let activity = Activity::new();
         let kill = active.backend().kill_token();
         let end = forward::run(
             &client,
@@ -67,7 +115,7 @@ pub(crate) async fn run<A: Send + 'static>(
             settings.timeouts.idle,
             &cut,
             &kill,
-            &shared.pools,
+            &worker.pools,
             &activity,
         )
         .await;
@@ -90,6 +138,34 @@ pub(crate) async fn run<A: Send + 'static>(
     }
     .instrument(span)
     .await
+}
+
+/// The backend leg, or the client closed with the reason counted.
+fn admitted(
+    shared: &Shared,
+    connected: Result<(TcpStream, ActiveGuard), NoConnection>,
+) -> Option<(TcpStream, ActiveGuard)> {
+    match connected {
+        Ok(c) => Some(c),
+        Err(NoConnection::NoBackend) => {
+            shared
+                .metrics
+                .failed
+                .with_label_values(&["no_backend"])
+                .inc();
+            tracing::warn!("no backend accepted the connection; closing the client");
+            None
+        }
+        Err(NoConnection::Local(e)) => {
+            shared
+                .metrics
+                .failed
+                .with_label_values(&["local_resources"])
+                .inc();
+            tracing::debug!(error = %e, "no socket for the backend leg; closing the client");
+            None
+        }
+    }
 }
 
 /// Why one connect attempt failed: the `reason` label of
@@ -122,25 +198,29 @@ enum AttemptError {
 /// Try backends in the order the selector picks them, each at most once: first those that
 /// are up; then, if none of those connected, those down or draining (fail open), so a client
 /// is served while any backend accepts. Backends in maintenance are never tried.
+/// `tried` lists the backends this client already tried (each is tried at most once); with
+/// `confirm`, a connect ends the backend's run of failures at once, else only its first
+/// byte does ([`Backend::answered`]).
 async fn connect_any(
     shared: &Shared,
     worker: &WorkerStats,
     settings: &Settings,
+    tried: &mut Vec<Arc<Backend>>,
+    confirm: bool,
 ) -> Result<(TcpStream, ActiveGuard), NoConnection> {
     let list = shared.backends.snapshot();
-    let mut tried = vec![false; list.len()];
     for phase in [Phase::Up, Phase::FailOpen] {
         loop {
             let now = tokio::time::Instant::now();
             let cands: Vec<_> = list.iter().map(|b| b.candidate(now)).collect();
             let pick = settings.selector.pick(
                 &cands,
-                |i| !tried[i] && phase.admits(cands[i].state),
+                |i| !tried.iter().any(|t| Arc::ptr_eq(t, &list[i])) && phase.admits(cands[i].state),
                 &mut rand::rng(),
             );
             let Some(i) = pick else { break };
-            tried[i] = true;
             let backend = &list[i];
+            tried.push(Arc::clone(backend));
             let started = tokio::time::Instant::now();
             match connect_one(backend, settings).await {
                 Ok(stream) => {
@@ -152,7 +232,12 @@ async fn connect_any(
                     if phase == Phase::FailOpen {
                         tracing::info!(backend = backend.name(), state = %cands[i].state, "no backend up: connected to one that is not (fail open)");
                     }
-                    return Ok((stream, backend.connected()));
+                    let active = if confirm {
+                        backend.connected()
+                    } else {
+                        backend.connected_unconfirmed()
+                    };
+                    return Ok((stream, active));
                 }
                 Err(AttemptError::Local(e)) => return Err(NoConnection::Local(e)),
                 Err(AttemptError::Backend(e)) => {

@@ -93,6 +93,12 @@ impl Activity {
         self.start.elapsed()
     }
 
+    /// Count `n` client bytes forwarded outside [`run`] (the first exchange).
+    pub(crate) fn sent_up(&self, n: u64) {
+        self.up.fetch_add(n, Ordering::Relaxed);
+        self.touch();
+    }
+
     fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
@@ -310,7 +316,7 @@ fn read_step(
     }
 }
 
-async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match dst.try_write(data) {
             Ok(n) => data = &data[n..],

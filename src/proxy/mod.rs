@@ -16,6 +16,7 @@
 
 mod accept;
 mod conn;
+mod first;
 mod forward;
 mod pool;
 mod socket;
@@ -90,7 +91,6 @@ pub(crate) struct Shared {
     /// Client connections open now (the `maxConnections` count).
     pub(crate) active: AtomicUsize,
     pub(crate) metrics: Metrics,
-    pub(crate) pools: pool::Pools,
 }
 
 /// One bound listening address.
@@ -173,7 +173,6 @@ impl Proxy {
                 backends,
                 active: AtomicUsize::new(0),
                 metrics,
-                pools: pool::Pools::default(),
             }),
             listeners: Mutex::new(HashMap::new()),
             order: Mutex::new(config.listen.clone()),
@@ -367,6 +366,7 @@ impl Proxy {
             v
         };
         let mut registered = Vec::with_capacity(loops.len());
+        let burst = Arc::new(accept::SharedBurst::default());
         for (i, l) in loops {
             let handle = self.workers.handle(i);
             let socket = l.and_then(|l| {
@@ -384,6 +384,7 @@ impl Proxy {
             self.tracker.spawn_on(
                 accept::accept_loop(
                     socket,
+                    Arc::clone(&burst),
                     Arc::clone(&self.stats[i]),
                     Arc::clone(&self.shared),
                     stop.clone(),

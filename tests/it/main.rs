@@ -17,6 +17,7 @@ mod contracts;
 mod control;
 mod demo;
 mod deploy;
+mod firstbyte;
 mod health;
 mod lab;
 mod lifecycle;
