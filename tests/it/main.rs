@@ -25,6 +25,7 @@ mod metrics;
 mod notify;
 mod package;
 mod pki;
+mod props;
 mod proxy;
 mod status;
 mod statuspage;
