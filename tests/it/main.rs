@@ -27,6 +27,7 @@ mod package;
 mod pki;
 mod props;
 mod proxy;
+mod soak;
 mod status;
 mod statuspage;
 mod vip;
