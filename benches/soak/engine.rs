@@ -449,6 +449,9 @@ impl Book {
     /// The cause that explains `f`, if any: a window overlapping it (extended by the grace
     /// period) whose fault can act on the backend it was on; the backend's own fault first.
     fn attribute(&self, f: &Failure, windows: &[Window]) -> Option<Cause> {
+        if f.what.starts_with(CORRUPT) {
+            return None;
+        }
         let mut found: Vec<Cause> = windows
             .iter()
             .filter(|w| {
@@ -485,6 +488,9 @@ impl Pattern {
     }
 }
 
+/// How a failure that is corruption starts, so that no fault window explains it.
+const CORRUPT: &str = "corrupted";
+
 /// Connect through the proxy and read the backend's name.
 async fn connect(lb: SocketAddr) -> Result<(TcpStream, String), String> {
     let s = match timeout(OP_TIMEOUT, TcpStream::connect(lb)).await {
@@ -501,10 +507,11 @@ async fn connect(lb: SocketAddr) -> Result<(TcpStream, String), String> {
         Ok(Err(e)) => return Err(format!("reading the backend's name: {e}")),
         Err(_) => return Err("no backend name within the timeout".into()),
     }
-    if !r.buffer().is_empty() {
-        return Err("bytes after the backend's name before any were sent".into());
+    let name = line.trim_end();
+    if !r.buffer().is_empty() || !BACKENDS.contains(&name) {
+        return Err(format!("{CORRUPT}: {line:?} instead of a backend's name"));
     }
-    Ok((r.into_inner(), line.trim_end().to_owned()))
+    Ok((r.into_inner(), name.to_owned()))
 }
 
 /// Send `len` bytes of `seed`'s pattern and check the echo; `Err` with what went wrong.
@@ -546,14 +553,15 @@ async fn exchange(book: &Book, s: &mut TcpStream, seed: u64, len: usize) -> Resu
             if bad > 0 {
                 book.bytes_corrupted
                     .fetch_add(bad as u64, Ordering::Relaxed);
-                return Err(format!("{bad} corrupted bytes"));
+                return Err(format!("{CORRUPT}: {bad} bytes differ"));
             }
             left -= n;
         }
         Ok(())
     };
-    let (a, b) = tokio::join!(send, recv);
-    a.and(b)
+    // The first error ends both halves: a writer blocked on a full socket to a hung
+    // backend must not outlive the reader's timeout.
+    tokio::try_join!(send, recv).map(|_| ())
 }
 
 fn seed(book: &Book, salt: u64) -> u64 {

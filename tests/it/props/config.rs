@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use apilb::config::raw::{
     FileConfig, RawBackend, RawDnsTtl, RawHealth, RawListener, RawMetrics, RawTcp, RawTimeouts,
+    RawTrack, RawVip,
 };
 use apilb::config::{BackendAddress, Config, Error, Problem};
 use proptest::prelude::*;
@@ -56,6 +57,7 @@ pub(crate) struct Model {
     pub(crate) backends: Vec<(String, BackendAddress, u32)>,
     pub(crate) max_connections: Option<u64>,
     pub(crate) health_interval: Option<Duration>,
+    pub(crate) vrid: Option<u8>,
 }
 
 fn listen_addrs() -> impl Strategy<Value = Vec<SocketAddr>> {
@@ -149,6 +151,57 @@ fn health() -> impl Strategy<Value = Option<(RawHealth, Duration)>> {
     )
 }
 
+/// A valid `vip` section, and its VRID.
+fn vip() -> impl Strategy<Value = (RawVip, u8)> {
+    (
+        (
+            select(vec!["eth0", "ens3", "bond0.100"]),
+            1u8..=255,
+            any::<bool>(),
+        ),
+        (
+            proptest::option::of(1u8..=254),
+            proptest::option::of(1u16..=4095),
+            proptest::option::of(any::<bool>()),
+            proptest::option::of(duration(0, 600_000)),
+        ),
+        (
+            proptest::collection::vec(1u8..=254, 0..3),
+            proptest::option::of(select(vec!["keepalived", "rfc9568"])),
+            proptest::option::of((1u32..=10_000, proptest::option::of(1u32..=253))),
+        ),
+    )
+        .prop_map(|(head, timing, rest)| {
+            let (interface, vrid, dual) = head;
+            let (priority, interval_cs, preempt, delay) = timing;
+            let (peers, checksum, track) = rest;
+            let mut addresses = vec!["10.0.0.100/24".into()];
+            if dual {
+                addresses.push("fd00::100/64".into());
+            }
+            let raw = RawVip {
+                interface: Some(interface.into()),
+                vrid: Some(vrid.into()),
+                addresses,
+                priority: priority.map(Into::into),
+                advert_interval: interval_cs.map(|cs| format!("{}ms", u32::from(cs) * 10).into()),
+                preempt: preempt.map(Into::into),
+                preempt_delay: delay.map(|d| d.0.into()),
+                unicast_peers: peers
+                    .into_iter()
+                    .map(|last| format!("10.0.0.{last}").into())
+                    .collect(),
+                checksum: checksum.map(Into::into),
+                track: track.map(|(below, weight)| RawTrack {
+                    healthy_backends_below: Some(below.into()),
+                    weight: weight.map(Into::into),
+                    hold: None,
+                }),
+            };
+            (raw, vrid)
+        })
+}
+
 /// A valid config with every section present or absent at random.
 pub(crate) fn model() -> impl Strategy<Value = Model> {
     let settings = (
@@ -178,12 +231,13 @@ pub(crate) fn model() -> impl Strategy<Value = Model> {
             1..3,
         )),
         proptest::option::of((duration(100, 10_000), duration(10_000, 600_000))),
+        proptest::option::of(vip()),
     );
     (listen_addrs(), backends(), health(), settings, extras).prop_map(
         |(listen, backends, health, settings, extras)| {
             let (balance, max_conn, forwarding, (connect, idle, drain), listener, keepalive) =
                 settings;
-            let (metrics, resolvers, dns_ttl) = extras;
+            let (metrics, resolvers, dns_ttl, vip) = extras;
             let raw = FileConfig {
                 listen: listen.iter().map(|a| a.to_string().into()).collect(),
                 backends: backends.iter().map(|(r, _)| r.clone()).collect(),
@@ -223,7 +277,7 @@ pub(crate) fn model() -> impl Strategy<Value = Model> {
                     min: Some(min.0.into()),
                     max: Some(max.0.into()),
                 }),
-                vip: None,
+                vip: vip.as_ref().map(|(v, _)| v.clone()),
             };
             Model {
                 raw,
@@ -231,6 +285,7 @@ pub(crate) fn model() -> impl Strategy<Value = Model> {
                 backends: backends.into_iter().map(|(_, m)| m).collect(),
                 max_connections: max_conn,
                 health_interval: health.map(|(_, d)| d),
+                vrid: vip.map(|(_, vrid)| vrid),
             }
         },
     )
@@ -348,6 +403,7 @@ proptest! {
         if let Some(d) = m.health_interval {
             prop_assert_eq!(c.health.interval, d);
         }
+        prop_assert_eq!(c.vip.as_ref().map(|v| v.vrid), m.vrid);
         // Checking is a function of the text: the same text gives the same config.
         let again = Config::from_yaml(&text, "lb.yaml").unwrap();
         prop_assert_eq!(c, again);
