@@ -677,7 +677,8 @@ async fn hang_loop(book: Arc<Book>, b: Arc<StandIn>) -> u64 {
 pub(crate) struct FloodStats {
     pub(crate) rounds: u64,
     pub(crate) opened: u64,
-    /// Closed by the proxy before any backend byte (over the limit).
+    /// Not served: closed by the proxy before any backend byte (over the limit), or no
+    /// backend name in time (landed on the hung backend).
     pub(crate) refused: u64,
 }
 
@@ -1068,7 +1069,7 @@ impl Report {
         let _ = writeln!(s, "| **bytes corrupted** | **{}** |", self.bytes_corrupted);
         let _ = writeln!(
             s,
-            "| faults | b1 killed {}x, b2 hung {}x, flood {}x ({} conns, {} refused), EMFILE {}x (soft limits {:?}), reloads {} valid + {} invalid |",
+            "| faults | b1 killed {}x, b2 hung {}x, flood {}x ({} conns, {} not served), EMFILE {}x (soft limits {:?}), reloads {} valid + {} invalid |",
             self.kill_cycles,
             self.hang_cycles,
             self.flood.rounds,
