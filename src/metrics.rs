@@ -116,6 +116,7 @@ impl Metrics {
             &["version"],
         )?;
         registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(RuntimeCollector::new()?))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -325,6 +326,56 @@ impl Metrics {
         // A fresh registry has no names yet, so registration cannot clash.
         #[allow(clippy::expect_used)]
         Self::new(&Registry::new()).expect("metrics register on an empty registry")
+    }
+}
+
+/// `apilb_runtime_alive_tasks` and `apilb_runtime_workers`, read from the tokio runtime that
+/// scrapes them (absent when gathered off any runtime): a task leak shows as a count that
+/// grows while the load stays the same (the soak checks it).
+#[derive(Debug)]
+struct RuntimeCollector {
+    alive: IntGauge,
+    workers: IntGauge,
+}
+
+impl RuntimeCollector {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            alive: IntGauge::with_opts(Opts::new(
+                "apilb_runtime_alive_tasks",
+                "Tasks alive on the async runtime now (spawned and not yet finished).",
+            ))?,
+            workers: IntGauge::with_opts(Opts::new(
+                "apilb_runtime_workers",
+                "Worker threads of the async runtime.",
+            ))?,
+        })
+    }
+}
+
+impl prometheus::core::Collector for RuntimeCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.alive
+            .desc()
+            .into_iter()
+            .chain(self.workers.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Vec::new();
+        };
+        let m = handle.metrics();
+        self.alive
+            .set(i64::try_from(m.num_alive_tasks()).unwrap_or(i64::MAX));
+        self.workers
+            .set(i64::try_from(m.num_workers()).unwrap_or(i64::MAX));
+        self.alive
+            .collect()
+            .into_iter()
+            .chain(self.workers.collect())
+            .collect()
     }
 }
 
