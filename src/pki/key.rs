@@ -355,6 +355,31 @@ mod tests {
         assert!(generate_many(KeyAlgorithm::EcdsaP256, 0).is_empty());
     }
 
+    /// `.cargo/config.toml` builds aws-lc without its CPU-jitter entropy source (it seeds
+    /// from the OS), whose start-up health test costs ~45 ms of CPU in every process that
+    /// draws a random number, half of `apilb issue`'s time with ECDSA (issue 17). A build that
+    /// loses the setting fails here.
+    #[test]
+    #[allow(unsafe_code)]
+    fn aws_lc_seeds_from_the_os_not_cpu_jitter() {
+        // SAFETY: no arguments, no state: it reports which entropy source aws-lc was built
+        // to use.
+        let jitter = unsafe { aws_lc_sys::FIPS_is_entropy_cpu_jitter() };
+        assert_eq!(
+            jitter, 0,
+            "aws-lc uses CPU jitter entropy: build with AWS_LC_SYS_NO_JITTER_ENTROPY=1 (.cargo/config.toml)"
+        );
+        // And keys still come out of it.
+        assert_ne!(
+            PrivateKey::generate(KeyAlgorithm::EcdsaP256)
+                .unwrap()
+                .spki_der(),
+            PrivateKey::generate(KeyAlgorithm::EcdsaP256)
+                .unwrap()
+                .spki_der()
+        );
+    }
+
     #[test]
     fn algorithm_names() {
         assert_eq!(
