@@ -138,6 +138,9 @@ pub enum Error {
     /// Metrics could not be registered (a bug: names clash).
     #[error("registering metrics")]
     Metrics(#[from] prometheus::Error),
+    /// Capabilities could not be dropped after start.
+    #[error(transparent)]
+    Privilege(#[from] crate::privilege::Error),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers")]
     Signals(#[source] std::io::Error),
@@ -583,6 +586,13 @@ pub async fn run(
     controls: impl Controls,
 ) -> Result<ShutdownReport, Error> {
     let server = Server::start(config, path).await?;
+    // Started: keep only the capabilities the config still needs (crate::privilege).
+    let keep = crate::privilege::needed(&server.config().await);
+    if let Err(e) = crate::privilege::drop_to(keep.clone()).await {
+        server.shutdown(Duration::ZERO).await;
+        return Err(e.into());
+    }
+    tracing::info!(kept = %crate::privilege::names(&keep), "capabilities dropped");
     Ok(server.run(controls).await)
 }
 
