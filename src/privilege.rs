@@ -82,9 +82,11 @@ pub fn names(set: &CapsHashSet) -> String {
 /// still be effective), then set `no_new_privs`. Without CAP_SETPCAP (an unprivileged
 /// start) the bounding set cannot shrink; `no_new_privs` then stops it from mattering.
 fn drop_this_thread(keep: &CapsHashSet) -> Result<(), Error> {
-    let fail = |step: &'static str| move |e: caps::errors::CapsError| Error::Caps {
-        step,
-        why: e.to_string(),
+    let fail = |step: &'static str| {
+        move |e: caps::errors::CapsError| Error::Caps {
+            step,
+            why: e.to_string(),
+        }
     };
     let permitted = caps::read(None, CapSet::Permitted).map_err(fail("reading permitted"))?;
     if permitted.contains(&Capability::CAP_SETPCAP) {
@@ -213,9 +215,9 @@ fn threads_holding_more(keep: &CapsHashSet) -> Vec<String> {
         let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
             continue; // the thread ended
         };
-        let over = ["CapEff:", "CapPrm:"].iter().any(|field| {
-            status_mask(&status, field).is_some_and(|m| m & !allowed != 0)
-        });
+        let over = ["CapEff:", "CapPrm:"]
+            .iter()
+            .any(|field| status_mask(&status, field).is_some_and(|m| m & !allowed != 0));
         if over {
             out.push(tid);
         }

@@ -37,7 +37,9 @@ impl FromStr for EndpointUrl {
         };
         let rest = rest.trim_end_matches('/');
         let address = rest.parse::<SocketAddr>().map_err(|_| {
-            format!("\"{s}\" is not ADDR, http://ADDR or https://ADDR (ADDR an IP address and port)")
+            format!(
+                "\"{s}\" is not ADDR, http://ADDR or https://ADDR (ADDR an IP address and port)"
+            )
         })?;
         Ok(EndpointUrl {
             https,
@@ -75,7 +77,9 @@ pub enum OptionsError {
     #[error("--ca, --cert and --key are for https:// addresses, and {0} is http://")]
     PlainWithTls(EndpointUrl),
     /// HTTPS without a CA to check the endpoint against.
-    #[error("{0}: https needs --ca, the CA that signed the endpoint's certificate (metrics.tls.cert)")]
+    #[error(
+        "{0}: https needs --ca, the CA that signed the endpoint's certificate (metrics.tls.cert)"
+    )]
     NoCa(EndpointUrl),
     /// `--cert` without `--key` or the other way round.
     #[error("--cert and --key go together")]
@@ -155,12 +159,12 @@ impl Endpoint {
                     };
                     OptionsError::File { flag, source: e }
                 })?;
-                builder
-                    .with_client_auth_cert(chain, private)
-                    .map_err(|e| OptionsError::Rejected {
+                builder.with_client_auth_cert(chain, private).map_err(|e| {
+                    OptionsError::Rejected {
                         flag: "--key",
                         why: e.to_string(),
-                    })?
+                    }
+                })?
             }
             (None, None) => builder.with_no_client_auth(),
             _ => return Err(OptionsError::HalfIdentity),
@@ -190,7 +194,9 @@ mod tests {
         assert!(!u.https && !u.explicit);
         let u: EndpointUrl = "http://10.0.0.1:80".parse().expect("http");
         assert!(!u.https && u.explicit);
-        let e = "https://lb-1:9441".parse::<EndpointUrl>().expect_err("name");
+        let e = "https://lb-1:9441"
+            .parse::<EndpointUrl>()
+            .expect_err("name");
         assert!(e.contains("not ADDR, http://ADDR or https://ADDR"), "{e}");
     }
 
@@ -211,6 +217,9 @@ mod tests {
             Err(OptionsError::NoCa(_))
         ));
         let e = Endpoint::new(https, &files).expect_err("missing file");
-        assert!(e.to_string().starts_with("--ca: /nonexistent/ca.crt:"), "{e}");
+        assert!(
+            e.to_string().starts_with("--ca: /nonexistent/ca.crt:"),
+            "{e}"
+        );
     }
 }

@@ -411,7 +411,12 @@ impl Planner<'_> {
                 self.leaf(c, &pki_dir(&h.name), &spec::health_client(), ca);
             }
             if let Some(ca) = &admin_ca {
-                self.leaf(c, &pki_dir(&h.name), &spec::admin_server(&h.name, h.address), ca);
+                self.leaf(
+                    c,
+                    &pki_dir(&h.name),
+                    &spec::admin_server(&h.name, h.address),
+                    ca,
+                );
             }
         }
         if let Some(ca) = &admin_ca {

@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin;
 mod alerts;
 mod bootstrap;
 mod check_config;
@@ -25,6 +26,7 @@ mod metrics;
 mod notify;
 mod package;
 mod pki;
+mod privilege;
 mod proxy;
 mod status;
 mod statuspage;

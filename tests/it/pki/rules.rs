@@ -403,7 +403,12 @@ fn rsa_keys_from_the_parallel_pool() {
         }
     }
     // 7 per master, 2 per LB host, the admin CA's and the admin client's.
-    assert_eq!(leaf_keys.len(), 4 * 7 + 2 * 2 + 2, "{:?}", leaf_keys.values());
+    assert_eq!(
+        leaf_keys.len(),
+        4 * 7 + 2 * 2 + 2,
+        "{:?}",
+        leaf_keys.values()
+    );
     // 27 per master, 6 per LB host, 4 in apilb-admin/, the RBAC manifest.
     assert_eq!(first.written.len(), 3 * 27 + 2 * 6 + 4 + 1);
 }
