@@ -380,6 +380,24 @@ fn mtls_without_tls_is_a_config_error() {
         err.contains("metrics.admin: mtls needs metrics.tls with cert, key and clientCa"),
         "{err}"
     );
+    // Files that are not there are found before serving, at the key that names them.
+    std::fs::write(
+        &path,
+        "listen: [\"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"127.0.0.1:7000\"}]\n\
+         metrics: {listen: \"127.0.0.1:9441\", admin: mtls, tls: {cert: /nonexistent/s.crt, key: /nonexistent/s.key, clientCa: /nonexistent/ca.crt}}\n",
+    )
+    .expect("write");
+    let out = apilb_cmd(&["check-config", &path.display().to_string()]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        err.contains(": metrics.tls.cert: /nonexistent/s.crt: "),
+        "{err}"
+    );
 }
 
 /// A raw request on a fresh connection: status and body.
