@@ -793,3 +793,36 @@ pub fn status_table(s: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod authorize_tests {
+    use super::*;
+
+    #[test]
+    fn one_rule_for_every_state_change() {
+        let lo = SocketAddr::from(([127, 0, 0, 1], 1));
+        let far = SocketAddr::from(([10, 0, 0, 9], 1));
+        let refused = Client::Refused("the client certificate names x, not apilb-admin".into());
+        for (access, peer, client, ok) in [
+            (AdminAccess::Any, far, &Client::Anonymous, true),
+            (AdminAccess::Loopback, lo, &Client::Anonymous, true),
+            (AdminAccess::Loopback, far, &Client::Admin, false),
+            (AdminAccess::Off, lo, &Client::Admin, false),
+            (AdminAccess::Mtls, lo, &Client::Anonymous, false),
+            (AdminAccess::Mtls, far, &Client::Admin, true),
+            (AdminAccess::Mtls, lo, &refused, false),
+        ] {
+            assert_eq!(
+                authorize(access, peer, client).is_ok(),
+                ok,
+                "{access} from {peer} with {client:?}"
+            );
+        }
+        assert_eq!(
+            authorize(AdminAccess::Mtls, lo, &refused),
+            Err("the client certificate names x, not apilb-admin (metrics.admin: mtls)".into())
+        );
+        assert!(changes_state(&Method::POST) && changes_state(&Method::DELETE));
+        assert!(!changes_state(&Method::GET) && !changes_state(&Method::HEAD));
+    }
+}
