@@ -3,9 +3,21 @@
 //! `POST /backends/NAME/{drain,maint,enable}` for operators (NAME is a configured backend,
 //! which covers every endpoint of a DNS-named one, or one endpoint).
 //!
-//! State changes are allowed from loopback clients only unless `metrics.admin` says
-//! otherwise. Per-backend connection gauges and certificate expiry are refreshed at scrape
-//! time, so they are never stale and cost nothing between scrapes.
+//! State changes (every method but GET and HEAD) are allowed from loopback clients only
+//! unless `metrics.admin` says otherwise: `any`, `off`, or `mtls` (a client certificate
+//! signed by `metrics.tls.clientCa` named `apilb-admin`, see [`tls`]); [`authorize`] is that
+//! one rule. With `metrics.tls` the endpoint speaks HTTPS only. Requests are bounded: a
+//! request head over [`MAX_HEAD_BYTES`] gets 431 from hyper, a body over [`MAX_BODY_BYTES`]
+//! 413; a state change takes no parameters, so its body must be empty or the JSON `{}`.
+//! Every refusal is a 4xx with a one-line reason and changes nothing.
+//!
+//! Per-backend connection gauges and certificate expiry are refreshed at scrape time, so
+//! they are never stale and cost nothing between scrapes.
+
+pub mod client;
+pub mod tls;
+
+pub use self::client::{ClientFiles, Endpoint, EndpointUrl, OptionsError};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,7 +37,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use self::tls::{AdminTls, Client};
 
 use crate::backend::{Backend, BackendSet};
 use crate::config::{AdminAccess, CheckKind, Config};
@@ -156,7 +171,17 @@ pub struct AdminState {
     pub vip: Option<Arc<crate::vip::Vip>>,
     /// Access and watched certificates.
     pub settings: ArcSwap<AdminSettings>,
+    /// `metrics.tls` as loaded; `None` serves plain HTTP. Swapped whole on reload: new
+    /// connections use the new material.
+    pub tls: ArcSwapOption<AdminTls>,
 }
+
+/// Longest request head (request line and headers) the endpoint reads; longer gets 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Longest request body the endpoint reads; longer gets 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+/// Longest a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serve the endpoint on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
@@ -178,19 +203,32 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
         };
         let state = Arc::clone(&state);
         let stop = stop.clone();
+        let tls = state.tls.load_full();
         tracker.spawn(async move {
-            let service = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(e) = r {
-                    tracing::debug!(error = %e, %peer, "metrics endpoint connection");
-                },
-                () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            match tls {
+                None => serve_connection(stream, state, peer, Client::Anonymous, stop).await,
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        tls.acceptor().accept(stream),
+                    );
+                    let stream = tokio::select! {
+                        () = stop.cancelled() => return,
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "metrics endpoint TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "metrics endpoint TLS handshake timed out");
+                                return;
+                            }
+                        },
+                    };
+                    let client = tls.identify(stream.get_ref().1.peer_certificates());
+                    serve_connection(stream, state, peer, client, stop).await;
+                }
             }
         });
     }
@@ -198,19 +236,89 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
     tracker.wait().await;
 }
 
+/// One HTTP/1.1 connection (plain or TLS) until it ends or `stop`.
+async fn serve_connection<S>(
+    stream: S,
+    state: Arc<AdminState>,
+    peer: SocketAddr,
+    client: Client,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client = Arc::new(client);
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        let client = Arc::clone(&client);
+        async move { Ok::<_, Infallible>(handle(&state, req, peer, &client).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r {
+            tracing::debug!(error = %e, %peer, "metrics endpoint connection");
+        },
+        () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+}
+
+/// Whether a request can change state: every method but GET and HEAD. Such requests pass
+/// [`authorize`] before they are routed (so a new state-changing route is covered).
+pub fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD)
+}
+
+/// Whether a client may change state under `access`: the one rule for `POST /backends/...`
+/// and any other state-changing route. `Err` is the reason, for a 403.
+pub fn authorize(access: AdminAccess, peer: SocketAddr, client: &Client) -> Result<(), String> {
+    match access {
+        AdminAccess::Any => Ok(()),
+        AdminAccess::Loopback if peer.ip().is_loopback() => Ok(()),
+        AdminAccess::Loopback => Err(format!(
+            "state changes are allowed from loopback only (metrics.admin: loopback), not from {}",
+            peer.ip()
+        )),
+        AdminAccess::Off => Err("state changes are turned off (metrics.admin: off)".into()),
+        AdminAccess::Mtls => match client {
+            Client::Admin => Ok(()),
+            Client::Anonymous => Err(format!(
+                "state changes need a client certificate named {} signed by metrics.tls.clientCa \
+                 (metrics.admin: mtls); none was presented",
+                tls::ADMIN_NAME
+            )),
+            Client::Refused(why) => Err(format!("{why} (metrics.admin: mtls)")),
+        },
+    }
+}
+
 async fn handle(
     state: &Arc<AdminState>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    client: &Client,
 ) -> Response<Full<Bytes>> {
-    let path = req.uri().path().trim_end_matches('/');
+    if changes_state(req.method()) {
+        if let Err(why) = authorize(state.settings.load().access, peer, client) {
+            tracing::info!(%peer, method = %req.method(), path = req.uri().path(), reason = %why, "admin request refused");
+            return text(StatusCode::FORBIDDEN, &format!("forbidden: {why}\n"));
+        }
+    }
+    let (head, body) = req.into_parts();
+    let path = head.uri.path().trim_end_matches('/');
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    match (req.method(), parts.as_slice()) {
+    match (&head.method, parts.as_slice()) {
         (&Method::GET, []) => page(),
         (&Method::GET, ["metrics"]) => metrics(state).await,
         (&Method::GET, ["status"]) => json(StatusCode::OK, &status(state)),
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
-        (&Method::POST, ["backends", name, action]) => change(state, name, action, peer),
+        (&Method::POST, ["backends", name, action]) => {
+            if let Err(refusal) = no_parameters(body).await {
+                return refusal;
+            }
+            change(state, name, action, peer)
+        }
         (_, [] | ["metrics" | "status" | "healthz"]) | (_, ["backends", _, _]) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
@@ -265,19 +373,42 @@ fn page_policy(page: &str) -> String {
     )
 }
 
-fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
-    let access = state.settings.load().access;
-    let allowed = match access {
-        AdminAccess::Any => true,
-        AdminAccess::Loopback => peer.ip().is_loopback(),
-        AdminAccess::Off => false,
+/// Read a state change's body (bounded): it must be empty or a JSON object without members,
+/// since the route takes no parameters. `Err` is the 4xx to send.
+async fn no_parameters(body: Incoming) -> Result<(), Response<Full<Bytes>>> {
+    use http_body_util::{BodyExt, Limited};
+    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is over {MAX_BODY_BYTES} bytes\n"),
+            ));
+        }
+        Err(e) => {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                &format!("request body cannot be read: {e}\n"),
+            ));
+        }
     };
-    if !allowed {
-        return text(
-            StatusCode::FORBIDDEN,
-            "backend state changes are not allowed from here (metrics.admin)\n",
-        );
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
     }
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(m)) if m.is_empty() => Ok(()),
+        Ok(_) => Err(text(
+            StatusCode::BAD_REQUEST,
+            "this request takes no parameters: send no body or {}\n",
+        )),
+        Err(e) => Err(text(
+            StatusCode::BAD_REQUEST,
+            &format!("request body is not JSON: {e}\n"),
+        )),
+    }
+}
+
+fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
     let admin = match action {
         "drain" => Some(AdminOverride::Drain),
         "maint" => Some(AdminOverride::Maint),
@@ -435,12 +566,45 @@ pub enum ClientError {
     },
 }
 
-async fn request(address: SocketAddr, method: Method, path: &str) -> Result<Bytes, ClientError> {
-    use http_body_util::{BodyExt, Empty};
+async fn request(endpoint: &Endpoint, method: Method, path: &str) -> Result<Bytes, ClientError> {
+    let address = endpoint.address;
     let unreachable = |why: String| ClientError::Unreachable { address, why };
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
+    let (status, body) = match &endpoint.tls {
+        None => exchange(stream, address, method, path).await?,
+        Some(config) => {
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+            let stream = connector
+                .connect(endpoint.server_name(), stream)
+                .await
+                .map_err(|e| unreachable(format!("TLS handshake failed: {e}")))?;
+            exchange(stream, address, method, path).await?
+        }
+    };
+    if !status.is_success() {
+        return Err(ClientError::Refused {
+            address,
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).trim().to_owned(),
+        });
+    }
+    Ok(body)
+}
+
+/// One request on `stream` (plain or TLS): the status and the whole body.
+async fn exchange<S>(
+    stream: S,
+    address: SocketAddr,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, Bytes), ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::{BodyExt, Empty};
+    let unreachable = |why: String| ClientError::Unreachable { address, why };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| unreachable(e.to_string()))?;
@@ -465,36 +629,35 @@ async fn request(address: SocketAddr, method: Method, path: &str) -> Result<Byte
         Ok::<_, ClientError>((status, body))
     };
     // The connection is driven beside the exchange: nothing outlives the request.
-    let (status, body) = crate::http::drive(conn, exchange).await?;
-    if !status.is_success() {
-        return Err(ClientError::Refused {
-            address,
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&body).trim().to_owned(),
-        });
-    }
-    Ok(body)
+    crate::http::drive(conn, exchange).await
 }
 
-/// `GET /status` of the apilb at `address`.
-pub async fn fetch_status(address: SocketAddr) -> Result<Status, ClientError> {
-    let body = request(address, Method::GET, "/status").await?;
+/// `GET /status` of the apilb at `endpoint`.
+pub async fn fetch_status(endpoint: impl Into<Endpoint>) -> Result<Status, ClientError> {
+    let endpoint = endpoint.into();
+    let body = request(&endpoint, Method::GET, "/status").await?;
     serde_json::from_slice(&body).map_err(|e| ClientError::Garbled {
-        address,
+        address: endpoint.address,
         why: e.to_string(),
     })
 }
 
-/// `POST /backends/NAME/ACTION` to the apilb at `address`: the status of every endpoint
+/// `POST /backends/NAME/ACTION` to the apilb at `endpoint`: the status of every endpoint
 /// of that backend after the change (one, or one per address of a DNS-named backend).
 pub async fn set_backend(
-    address: SocketAddr,
+    endpoint: impl Into<Endpoint>,
     name: &str,
     action: &str,
 ) -> Result<Vec<BackendStatus>, ClientError> {
-    let body = request(address, Method::POST, &format!("/backends/{name}/{action}")).await?;
+    let endpoint = endpoint.into();
+    let body = request(
+        &endpoint,
+        Method::POST,
+        &format!("/backends/{name}/{action}"),
+    )
+    .await?;
     serde_json::from_slice(&body).map_err(|e| ClientError::Garbled {
-        address,
+        address: endpoint.address,
         why: e.to_string(),
     })
 }
@@ -517,12 +680,13 @@ pub enum DrainEnd {
 /// [`set_backend`] returned them) have no connection left, or `deadline` passes. `progress`
 /// hears each new count.
 pub async fn wait_drained(
-    address: SocketAddr,
+    endpoint: impl Into<Endpoint>,
     changed: &[BackendStatus],
     deadline: std::time::Duration,
     every: std::time::Duration,
     mut progress: impl FnMut(usize),
 ) -> Result<DrainEnd, ClientError> {
+    let endpoint = endpoint.into();
     let until = tokio::time::Instant::now() + deadline;
     let mut last: usize = changed.iter().map(|b| b.active_connections).sum();
     loop {
@@ -533,7 +697,7 @@ pub async fn wait_drained(
             return Ok(DrainEnd::Deadline { open: last });
         }
         tokio::time::sleep(every).await;
-        let s = fetch_status(address).await?;
+        let s = fetch_status(endpoint.clone()).await?;
         let endpoints: Vec<&BackendStatus> = s
             .backends
             .iter()
@@ -628,4 +792,37 @@ pub fn status_table(s: &Status) -> String {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     out
+}
+
+#[cfg(test)]
+mod authorize_tests {
+    use super::*;
+
+    #[test]
+    fn one_rule_for_every_state_change() {
+        let lo = SocketAddr::from(([127, 0, 0, 1], 1));
+        let far = SocketAddr::from(([10, 0, 0, 9], 1));
+        let refused = Client::Refused("the client certificate names x, not apilb-admin".into());
+        for (access, peer, client, ok) in [
+            (AdminAccess::Any, far, &Client::Anonymous, true),
+            (AdminAccess::Loopback, lo, &Client::Anonymous, true),
+            (AdminAccess::Loopback, far, &Client::Admin, false),
+            (AdminAccess::Off, lo, &Client::Admin, false),
+            (AdminAccess::Mtls, lo, &Client::Anonymous, false),
+            (AdminAccess::Mtls, far, &Client::Admin, true),
+            (AdminAccess::Mtls, lo, &refused, false),
+        ] {
+            assert_eq!(
+                authorize(access, peer, client).is_ok(),
+                ok,
+                "{access} from {peer} with {client:?}"
+            );
+        }
+        assert_eq!(
+            authorize(AdminAccess::Mtls, lo, &refused),
+            Err("the client certificate names x, not apilb-admin (metrics.admin: mtls)".into())
+        );
+        assert!(changes_state(&Method::POST) && changes_state(&Method::DELETE));
+        assert!(!changes_state(&Method::GET) && !changes_state(&Method::HEAD));
+    }
 }

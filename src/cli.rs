@@ -99,9 +99,11 @@ pub enum Command {
     },
     /// Show listeners and backends of a running apilb (from its /status endpoint).
     Status {
-        /// The running apilb's `metrics.listen` address.
+        /// The running apilb's `metrics.listen` address: ADDR, http://ADDR or https://ADDR.
         #[arg(long, value_name = "ADDR", default_value = crate::config::DEFAULT_METRICS_ADDRESS)]
-        metrics_address: SocketAddr,
+        metrics_address: crate::admin::EndpointUrl,
+        #[command(flatten)]
+        tls: AdminTlsArgs,
         /// Print the raw JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -110,9 +112,11 @@ pub enum Command {
     Backend {
         #[command(subcommand)]
         action: BackendAction,
-        /// The running apilb's `metrics.listen` address.
+        /// The running apilb's `metrics.listen` address: ADDR, http://ADDR or https://ADDR.
         #[arg(long, global = true, value_name = "ADDR", default_value = crate::config::DEFAULT_METRICS_ADDRESS)]
-        metrics_address: SocketAddr,
+        metrics_address: crate::admin::EndpointUrl,
+        #[command(flatten)]
+        tls: AdminTlsArgs,
     },
     /// Issue the kubeadm control-plane PKI of every master, LB host and etcd member
     /// described in a cluster file, reusing whatever already exists under the output directory.
@@ -266,6 +270,33 @@ pub enum TokenCommand {
         #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+}
+
+/// TLS files for talking to an endpoint with `metrics.tls` (any of them means HTTPS).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AdminTlsArgs {
+    /// The CA that signed the endpoint's certificate (`apilb issue` writes
+    /// apilb-admin/ca.crt).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A client certificate, for `metrics.admin: mtls` (`apilb issue` writes
+    /// apilb-admin/apilb-admin.crt).
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl AdminTlsArgs {
+    /// As the admin client takes them.
+    pub fn files(&self) -> crate::admin::ClientFiles {
+        crate::admin::ClientFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// `apilb backend ...`.

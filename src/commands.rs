@@ -4,7 +4,6 @@
 //! scripts go to stdout here; logs go through tracing.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -81,12 +80,14 @@ pub async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Status {
             metrics_address,
+            tls,
             json,
-        } => status(metrics_address, json).await,
+        } => status(endpoint(metrics_address, &tls)?, json).await,
         Command::Backend {
             action,
             metrics_address,
-        } => backend(metrics_address, action).await,
+            tls,
+        } => backend(endpoint(metrics_address, &tls)?, action).await,
         Command::Issue {
             cluster,
             out,
@@ -273,8 +274,16 @@ async fn demo(opts: crate::demo::DemoOptions) -> Result<(), Failure> {
     })
 }
 
+/// The endpoint `apilb status` and `apilb backend` talk to; bad TLS files are a usage error.
+fn endpoint(
+    url: admin::EndpointUrl,
+    tls: &crate::cli::AdminTlsArgs,
+) -> Result<admin::Endpoint, Failure> {
+    admin::Endpoint::new(url, &tls.files()).map_err(|e| Failure::error(&e, EXIT_CONFIG))
+}
+
 /// `apilb status`.
-async fn status(address: SocketAddr, json: bool) -> Result<(), Failure> {
+async fn status(address: admin::Endpoint, json: bool) -> Result<(), Failure> {
     let s = admin::fetch_status(address)
         .await
         .map_err(|e| Failure::error(&e, EXIT_FAILURE))?;
@@ -288,7 +297,7 @@ async fn status(address: SocketAddr, json: bool) -> Result<(), Failure> {
 }
 
 /// `apilb backend drain|maint|enable NAME [--wait]`.
-async fn backend(address: SocketAddr, action: BackendAction) -> Result<(), Failure> {
+async fn backend(address: admin::Endpoint, action: BackendAction) -> Result<(), Failure> {
     let fail = |e: admin::ClientError| Failure::error(&e, EXIT_FAILURE);
     let (name, verb, wait) = match &action {
         BackendAction::Drain {
@@ -299,7 +308,7 @@ async fn backend(address: SocketAddr, action: BackendAction) -> Result<(), Failu
         BackendAction::Maint { name } => (name, "maint", None),
         BackendAction::Enable { name } => (name, "enable", None),
     };
-    let changed = admin::set_backend(address, name, verb)
+    let changed = admin::set_backend(address.clone(), name, verb)
         .await
         .map_err(fail)?;
     for b in &changed {

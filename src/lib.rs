@@ -15,6 +15,8 @@
 //!   pure selection algorithms, DNS watches.
 //! - [`health`]: backend health: the pure state machine, probes, the check service.
 //! - [`vip`]: VRRPv3 VIP failover: pure codec and state machine, raw sockets and netlink.
+//! - [`privilege`]: least privilege: the capabilities a config needs after start, the rest
+//!   dropped from every thread and set.
 //! - [`admin`]: the HTTP endpoint for metrics, status and backend state changes, and its
 //!   client (`apilb status`, `apilb backend`).
 //! - [`metrics`]: typed Prometheus handles.
@@ -48,6 +50,7 @@ pub mod input;
 pub mod logging;
 pub mod metrics;
 pub mod pki;
+pub mod privilege;
 pub mod proxy;
 pub mod token;
 pub mod vip;

@@ -93,6 +93,7 @@ pub fn config(c: &Cluster, index: usize) -> FileConfig {
             listen: Some(Scalar::from(METRICS_LISTEN)),
             admin: None,
             watch_certificates: vec![pki("ca.crt"), pki(&format!("{HEALTH_CLIENT_BASE}.crt"))],
+            tls: None,
         }),
         vip: c.load_balancer.vrrp.as_ref().map(|v| RawVip {
             interface: Some(Scalar::from(v.interface.as_str())),

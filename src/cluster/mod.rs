@@ -40,7 +40,7 @@ pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(8_760 * 3600);
 /// year-9999 limit).
 pub const MAX_VALIDITY: Duration = Duration::from_secs(100 * 8_760 * 3600);
 /// Names that cannot be machine names because the output tree uses them for other things.
-pub const RESERVED_NAMES: &[&str] = &["rbac", "workers"];
+pub const RESERVED_NAMES: &[&str] = &["rbac", "workers", crate::pki::spec::ADMIN_DIR];
 
 /// Errors from reading or checking a cluster description.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,8 @@
 //! file that health checks need (`health.tls.ca`, `cert`, `key`, also per backend) must be
 //! readable, and the TLS material is loaded as `serve` loads it
 //! ([`crate::health::task::load_tls`]). Each TLS problem is placed at the key that names the
-//! file: a backend that inherits `health.tls.ca` gets its problem at `health.tls.ca`.
+//! file: a backend that inherits `health.tls.ca` gets its problem at `health.tls.ca`. The
+//! admin endpoint's `metrics.tls` files are loaded as `serve` loads them too.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -141,6 +142,23 @@ fn tls_problems(config: &Config, locations: &Locations) -> Vec<Problem> {
             };
             report(key, message, &mut problems);
         }
+    }
+    if let Some(tls) = config.metrics.as_ref().and_then(|m| m.tls.as_ref())
+        && let Err(e) = crate::admin::tls::AdminTls::load(tls)
+    {
+        // Every admin TLS error reads `metrics.tls.X: what`.
+        let text = e.to_string();
+        let (key, message) = text
+            .split_once(": ")
+            .map_or(("metrics.tls".to_owned(), text.clone()), |(k, m)| {
+                (k.to_owned(), m.to_owned())
+            });
+        let key = if locations.has_key(&key) {
+            key
+        } else {
+            "metrics.tls".to_owned()
+        };
+        report(key, message, &mut problems);
     }
     problems
 }

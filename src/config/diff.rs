@@ -37,7 +37,7 @@ pub struct ListenerChanges {
 pub struct MetricsChange {
     /// `metrics.listen` changed, or the section was added or removed: the endpoint moves.
     pub rebind: bool,
-    /// `metrics.admin` or `metrics.watchCertificates` changed.
+    /// `metrics.admin`, `metrics.watchCertificates` or `metrics.tls` changed.
     pub settings: bool,
 }
 
@@ -128,11 +128,11 @@ impl ConfigDiff {
             settings: old
                 .metrics
                 .as_ref()
-                .map(|m| (m.admin, &m.watch_certificates))
+                .map(|m| (m.admin, &m.watch_certificates, &m.tls))
                 != new
                     .metrics
                     .as_ref()
-                    .map(|m| (m.admin, &m.watch_certificates)),
+                    .map(|m| (m.admin, &m.watch_certificates, &m.tls)),
         };
         Ok(ConfigDiff {
             listeners,

@@ -115,6 +115,20 @@ pub struct MetricsConfig {
     pub admin: AdminAccess,
     /// `watchCertificates`: extra certificate files whose expiry is exported.
     pub watch_certificates: Vec<PathBuf>,
+    /// `tls`: serve over HTTPS; `None` serves plain HTTP.
+    pub tls: Option<MetricsTls>,
+}
+
+/// `metrics.tls`: the endpoint's server certificate, and the CA that signs operators' client
+/// certificates (required by `admin: mtls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsTls {
+    /// `cert`: the server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// `key`: its private key (PEM).
+    pub key: PathBuf,
+    /// `clientCa`: the CA whose `apilb-admin` client certificates may change state.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Default `metrics.listen` that `apilb status` and `apilb backend` talk to.
@@ -131,6 +145,9 @@ pub enum AdminAccess {
     Any,
     /// Nobody: the endpoint is read-only.
     Off,
+    /// Clients presenting a certificate signed by `metrics.tls.clientCa` whose name is
+    /// `apilb-admin` (needs `metrics.tls`).
+    Mtls,
 }
 
 impl AdminAccess {
@@ -138,6 +155,7 @@ impl AdminAccess {
         ("loopback", AdminAccess::Loopback),
         ("any", AdminAccess::Any),
         ("off", AdminAccess::Off),
+        ("mtls", AdminAccess::Mtls),
     ];
 }
 
@@ -721,10 +739,60 @@ impl Checker {
                 watch.push(PathBuf::from(p.0.trim()));
             }
         }
+        let tls = raw.tls.as_ref().and_then(|t| self.metrics_tls(t));
+        if admin == AdminAccess::Mtls {
+            match &tls {
+                None if raw.tls.is_none() => self.problem(
+                    "metrics.admin",
+                    "mtls needs metrics.tls with cert, key and clientCa",
+                ),
+                Some(t) if t.client_ca.is_none() => self.problem(
+                    "metrics.tls.clientCa",
+                    "is required by admin: mtls (the CA that signs apilb-admin client certificates)",
+                ),
+                _ => {}
+            }
+        }
         Some(MetricsConfig {
             listen: listen?,
             admin,
             watch_certificates: watch,
+            tls,
+        })
+    }
+
+    fn metrics_tls(&mut self, raw: &raw::RawMetricsTls) -> Option<MetricsTls> {
+        let mut file = |s: Option<&Scalar>, key: &str, what: &str| -> Option<PathBuf> {
+            match s.map(|s| s.0.trim()) {
+                None => {
+                    self.problem(key, format!("is required: {what}"));
+                    None
+                }
+                Some("") => {
+                    self.problem(key, "must not be empty");
+                    None
+                }
+                Some(p) => Some(PathBuf::from(p)),
+            }
+        };
+        let cert = file(
+            raw.cert.as_ref(),
+            "metrics.tls.cert",
+            "the endpoint's server certificate (PEM)",
+        );
+        let key = file(
+            raw.key.as_ref(),
+            "metrics.tls.key",
+            "the server certificate's private key (PEM)",
+        );
+        let client_ca = match raw.client_ca.as_ref() {
+            None => None,
+            Some(s) => Some(file(Some(s), "metrics.tls.clientCa", "")?),
+        };
+        Some(MetricsTls {
+            cert: cert?,
+            key: key?,
+            client_ca,
         })
     }
 

@@ -105,6 +105,20 @@ pub struct RawMetrics {
     pub admin: Option<Scalar>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watch_certificates: Vec<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawMetricsTls>,
+}
+
+/// `metrics.tls:`: serve the endpoint over HTTPS, and whose client certificates it trusts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawMetricsTls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<Scalar>,
 }
 
 /// One `backends[]` entry.

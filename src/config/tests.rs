@@ -253,7 +253,7 @@ fn bad_configs_get_exact_errors() {
             &format!(
                 "{HEAD}backends: [{{name: a, address: \"10.0.0.1:6443\"}}]\nmetrics: {{listen: \"localhost:9441\", admin: everyone}}\n"
             ),
-            "lb.yaml:3:19: metrics.listen: \"localhost:9441\" is not a valid address: \"localhost\" is not an IP address\nlb.yaml:3:44: metrics.admin: \"everyone\" is not one of loopback, any, off",
+            "lb.yaml:3:19: metrics.listen: \"localhost:9441\" is not a valid address: \"localhost\" is not an IP address\nlb.yaml:3:44: metrics.admin: \"everyone\" is not one of loopback, any, off, mtls",
         ),
         // 23. Unknown keys hide nothing: each is reported, with every other problem.
         (
@@ -417,4 +417,50 @@ fn bad_vip_sections_get_exact_errors() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn metrics_tls_and_mtls() {
+    let base = "listen: [\"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\n";
+    let ok = Config::from_yaml(
+        &format!(
+            "{base}metrics: {{listen: \"127.0.0.1:9441\", admin: mtls, tls: {{cert: s.crt, key: s.key, clientCa: ca.crt}}}}\n"
+        ),
+        "lb.yaml",
+    )
+    .expect("valid");
+    let m = ok.metrics.expect("metrics");
+    assert_eq!(m.admin, AdminAccess::Mtls);
+    assert_eq!(
+        m.tls,
+        Some(MetricsTls {
+            cert: "s.crt".into(),
+            key: "s.key".into(),
+            client_ca: Some("ca.crt".into()),
+        })
+    );
+    // HTTPS without client certificates is fine with the other access modes.
+    let plain_tls = format!(
+        "{base}metrics: {{listen: \"127.0.0.1:9441\", tls: {{cert: s.crt, key: s.key}}}}\n"
+    );
+    assert!(Config::from_yaml(&plain_tls, "lb.yaml").is_ok());
+    assert_eq!(
+        problems(&format!(
+            "{base}metrics: {{listen: \"127.0.0.1:9441\", admin: mtls}}\n"
+        )),
+        "lb.yaml:3:44: metrics.admin: mtls needs metrics.tls with cert, key and clientCa"
+    );
+    assert_eq!(
+        problems(&format!(
+            "{base}metrics: {{listen: \"127.0.0.1:9441\", admin: mtls, tls: {{cert: s.crt, key: s.key}}}}\n"
+        )),
+        "lb.yaml:3:50: metrics.tls.clientCa: is required by admin: mtls (the CA that signs apilb-admin client certificates)"
+    );
+    assert_eq!(
+        problems(&format!(
+            "{base}metrics: {{listen: \"127.0.0.1:9441\", tls: {{cert: \"\", clientCa: ca.crt}}}}\n"
+        )),
+        "lb.yaml:3:37: metrics.tls.key: is required: the server certificate's private key (PEM)\n\
+         lb.yaml:3:49: metrics.tls.cert: must not be empty"
+    );
 }

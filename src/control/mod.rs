@@ -118,6 +118,9 @@ pub enum Error {
     /// The VIP cannot start (its config does not fit the host, or a socket failed).
     #[error(transparent)]
     Vip(#[from] crate::vip::Error),
+    /// The `metrics.tls` files are missing or bad.
+    #[error(transparent)]
+    AdminTls(#[from] admin::tls::TlsError),
     /// The metrics address could not be bound.
     #[error("metrics.listen: cannot listen on {address}")]
     MetricsBind {
@@ -135,6 +138,9 @@ pub enum Error {
     /// Metrics could not be registered (a bug: names clash).
     #[error("registering metrics")]
     Metrics(#[from] prometheus::Error),
+    /// Capabilities could not be dropped after start.
+    #[error(transparent)]
+    Privilege(#[from] crate::privilege::Error),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers")]
     Signals(#[source] std::io::Error),
@@ -144,7 +150,7 @@ impl Error {
     /// Whether the config (or the host it meets) is at fault: the config exit code.
     pub fn is_config(&self) -> bool {
         match self {
-            Error::HealthTls(_) => true,
+            Error::HealthTls(_) | Error::AdminTls(_) => true,
             Error::Vip(e) => e.is_config(),
             _ => false,
         }
@@ -164,6 +170,16 @@ pub(crate) async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send 
 async fn load_tls_blocking(config: &Config) -> Result<TlsConfigs, Vec<TlsError>> {
     let config = config.clone();
     off_runtime(move || load_tls(&config)).await
+}
+
+/// Load `metrics.tls` off the async runtime (files are read); `None` without it.
+async fn load_admin_tls(
+    config: &Config,
+) -> Result<Option<Arc<admin::tls::AdminTls>>, admin::tls::TlsError> {
+    let Some(tls) = config.metrics.as_ref().and_then(|m| m.tls.clone()) else {
+        return Ok(None);
+    };
+    off_runtime(move || admin::tls::AdminTls::load(&tls).map(|t| Some(Arc::new(t)))).await
 }
 
 /// The admin endpoint while it runs.
@@ -210,6 +226,7 @@ impl Server {
         }
         let tls = load_tls_blocking(&config).await.map_err(Error::HealthTls)?;
         let tls_material = reload::tls_material(&config).await;
+        let admin_tls = load_admin_tls(&config).await?;
         let admin_listener = match &config.metrics {
             Some(m) => Some(
                 bind_admin(m.listen)
@@ -288,6 +305,7 @@ impl Server {
             metrics: metrics.clone(),
             vip: vip.clone(),
             settings: ArcSwap::from_pointee(AdminSettings::of(&config)),
+            tls: arc_swap::ArcSwapOption::new(admin_tls),
         });
         let server = Server {
             path: path.to_owned(),
@@ -568,6 +586,13 @@ pub async fn run(
     controls: impl Controls,
 ) -> Result<ShutdownReport, Error> {
     let server = Server::start(config, path).await?;
+    // Started: keep only the capabilities the config still needs (crate::privilege).
+    let keep = crate::privilege::needed(&server.config().await);
+    if let Err(e) = crate::privilege::drop_to(keep.clone()).await {
+        server.shutdown(Duration::ZERO).await;
+        return Err(e.into());
+    }
+    tracing::info!(kept = %crate::privilege::names(&keep), "capabilities dropped");
     Ok(server.run(controls).await)
 }
 

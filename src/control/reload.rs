@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use super::{Server, bind_admin, load_tls_blocking, on_answer};
+use super::{Server, bind_admin, load_admin_tls, load_tls_blocking, on_answer};
 use crate::admin::AdminSettings;
 use crate::backend::BackendChanges;
 use crate::config::diff::{ConfigDiff, NotLive, VipChange};
@@ -26,6 +26,9 @@ pub enum ReloadError {
     /// TLS files for health checks are missing or bad.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     HealthTls(Vec<TlsError>),
+    /// The `metrics.tls` files are missing or bad.
+    #[error(transparent)]
+    AdminTls(#[from] crate::admin::tls::TlsError),
     /// A new listen address could not be bound.
     #[error(transparent)]
     Bind(#[from] crate::proxy::Error),
@@ -101,6 +104,8 @@ impl Server {
             .await
             .map_err(ReloadError::HealthTls)?;
         let material = tls_material(&new).await;
+        // Re-read on every reload, so renewed files on disk apply without a config change.
+        let admin_tls = load_admin_tls(&new).await?;
         let mut restart = diff.health.clone();
         for name in material_changed(&super::lock(&self.tls_material), &material) {
             if !restart.contains(&name) {
@@ -149,6 +154,7 @@ impl Server {
             tracing::info!(priority = v.priority, "vip settings reloaded");
             vip.reload(v.clone()).await;
         }
+        self.admin_state.tls.store(admin_tls);
         if diff.metrics.settings {
             self.admin_state
                 .settings

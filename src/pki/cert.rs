@@ -67,10 +67,13 @@ pub enum CaKind {
     FrontProxy,
     /// `etcd/ca`: CN `etcd-ca`.
     Etcd,
+    /// `apilb-admin-ca`: signs the LB hosts' admin endpoint certificates and the operators'
+    /// `apilb-admin` client certificate (not a kubeadm CA: not in [`CaKind::ALL`]).
+    ApilbAdmin,
 }
 
 impl CaKind {
-    /// Every CA.
+    /// Every kubeadm CA.
     pub const ALL: [CaKind; 3] = [CaKind::Cluster, CaKind::FrontProxy, CaKind::Etcd];
 
     /// Base name under the pki directory.
@@ -79,6 +82,7 @@ impl CaKind {
             CaKind::Cluster => "ca",
             CaKind::FrontProxy => "front-proxy-ca",
             CaKind::Etcd => "etcd/ca",
+            CaKind::ApilbAdmin => "apilb-admin-ca",
         }
     }
 
@@ -88,6 +92,7 @@ impl CaKind {
             CaKind::Cluster => "kubernetes",
             CaKind::FrontProxy => "front-proxy-ca",
             CaKind::Etcd => "etcd-ca",
+            CaKind::ApilbAdmin => "apilb-admin-ca",
         }
     }
 
@@ -97,6 +102,7 @@ impl CaKind {
             CaKind::Cluster => "ca",
             CaKind::FrontProxy => "front-proxy-ca",
             CaKind::Etcd => "etcd-ca",
+            CaKind::ApilbAdmin => "apilb-admin-ca",
         }
     }
 }

@@ -366,12 +366,23 @@ impl Planner<'_> {
         };
         let etcd_ca = self.ca(c, CaKind::Etcd, &etcd_places);
         self.service_account(c, &masters);
+        // The admin endpoint CA: its key only in the operators' directory, its certificate on
+        // every LB host (to verify `apilb-admin` clients). Only when there are LB hosts.
+        let admin_dir = PathBuf::from(spec::ADMIN_DIR);
+        let admin_ca = if lbs.is_empty() {
+            None
+        } else {
+            let mut places = signing(std::slice::from_ref(&admin_dir));
+            places.extend(cert_only(&lbs));
+            self.ca(c, CaKind::ApilbAdmin, &places)
+        };
 
         let ca_for = |kind: CaKind| -> Option<&CaState> {
             match kind {
                 CaKind::Cluster => cluster_ca.as_ref(),
                 CaKind::FrontProxy => front_ca.as_ref(),
                 CaKind::Etcd => etcd_ca.as_ref(),
+                CaKind::ApilbAdmin => admin_ca.as_ref(),
             }
         };
         for m in &c.masters {
@@ -399,6 +410,17 @@ impl Planner<'_> {
             if let Some(ca) = &cluster_ca {
                 self.leaf(c, &pki_dir(&h.name), &spec::health_client(), ca);
             }
+            if let Some(ca) = &admin_ca {
+                self.leaf(
+                    c,
+                    &pki_dir(&h.name),
+                    &spec::admin_server(&h.name, h.address),
+                    ca,
+                );
+            }
+        }
+        if let Some(ca) = &admin_ca {
+            self.leaf(c, &admin_dir, &spec::admin_client(), ca);
         }
         self.rbac();
     }

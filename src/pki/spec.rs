@@ -15,6 +15,14 @@ pub const HEALTH_CLIENT_CN: &str = "apilb-health";
 /// Base name of the LB hosts' health-check client certificate under `pki/`.
 pub const HEALTH_CLIENT_BASE: &str = "apilb-health";
 
+/// The output directory (beside the machines') holding the admin CA with its key and the
+/// operators' `apilb-admin` client certificate; it goes to operators, not to any host.
+pub const ADMIN_DIR: &str = "apilb-admin";
+/// Base name of an LB host's admin endpoint server certificate under `pki/`.
+pub const ADMIN_SERVER_BASE: &str = "apilb-admin-server";
+/// Base name (and CN) of the operators' client certificate under [`ADMIN_DIR`].
+pub const ADMIN_CLIENT_BASE: &str = "apilb-admin";
+
 /// kubeadm's apiserver SANs for `master`, plus the controlPlaneEndpoint host, the VIPs, every
 /// LB host address, `pki.certSANs` and the master's own `certSANs`.
 pub fn apiserver_sans(c: &Cluster, master: &Master) -> SanList {
@@ -144,6 +152,30 @@ pub fn health_client() -> LeafSpec {
     LeafSpec {
         base: HEALTH_CLIENT_BASE,
         profile: client(CaKind::Cluster, HEALTH_CLIENT_CN, &[]),
+    }
+}
+
+/// The admin endpoint's server certificate of the LB host `name` at `address`: CN the host
+/// name; SANs the name, `localhost`, the address, 127.0.0.1 and ::1 (the endpoint listens on
+/// loopback by default; clients verify the IP address they connect to).
+pub fn admin_server(name: &str, address: IpAddr) -> LeafSpec {
+    LeafSpec {
+        base: ADMIN_SERVER_BASE,
+        profile: Profile {
+            ca: CaKind::ApilbAdmin,
+            common_name: name.to_owned(),
+            organizations: vec![],
+            usages: vec![Usage::ServerAuth],
+            sans: etcd_sans(name, address),
+        },
+    }
+}
+
+/// The operators' client certificate for `metrics.admin: mtls` (CN `apilb-admin`).
+pub fn admin_client() -> LeafSpec {
+    LeafSpec {
+        base: ADMIN_CLIENT_BASE,
+        profile: client(CaKind::ApilbAdmin, crate::admin::tls::ADMIN_NAME, &[]),
     }
 }
 

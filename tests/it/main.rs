@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin;
 mod alerts;
 mod bootstrap;
 mod check_config;
@@ -26,6 +27,7 @@ mod metrics;
 mod notify;
 mod package;
 mod pki;
+mod privilege;
 mod props;
 mod proxy;
 mod soak;

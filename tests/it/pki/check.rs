@@ -598,9 +598,25 @@ fn verify_full_tree(alg: &str) {
         }
     }
     for n in 1..=2 {
-        for f in ["ca.crt", "apilb-health.crt", "apilb-health.key"] {
+        for f in [
+            "ca.crt",
+            "apilb-health.crt",
+            "apilb-health.key",
+            "apilb-admin-ca.crt",
+            "apilb-admin-server.crt",
+            "apilb-admin-server.key",
+        ] {
             want.push(format!("lb-{n}/pki/{f}"));
         }
+    }
+    // The admin endpoint's CA (with its key) and the operators' client certificate.
+    for f in [
+        "apilb-admin-ca.crt",
+        "apilb-admin-ca.key",
+        "apilb-admin.crt",
+        "apilb-admin.key",
+    ] {
+        want.push(format!("apilb-admin/{f}"));
     }
     want.push("rbac/apilb-health.yaml".into());
     want.sort();

@@ -157,8 +157,9 @@ fn expired_leaves_are_reported_then_renewed() {
     let two_years_ago = OffsetDateTime::now_utc() - time::Duration::days(730);
     issue_at(&yaml, &out, false, two_years_ago).unwrap();
     let p = problems(issue(&yaml, &out, false).unwrap_err());
-    // 7 leaves + 5 kubeconfigs per master, 1 per LB host; the 10-year CAs are still valid.
-    assert_eq!(p.len(), 3 * 12 + 2, "{p:#?}");
+    // 7 leaves + 5 kubeconfigs per master, 2 per LB host (health client, admin server), the
+    // operators' admin client; the 10-year CAs are still valid.
+    assert_eq!(p.len(), 3 * 12 + 2 * 2 + 1, "{p:#?}");
     assert!(p.iter().all(|l| l.contains("expired at ")), "{p:#?}");
     assert!(
         p.iter()
@@ -401,6 +402,13 @@ fn rsa_keys_from_the_parallel_pool() {
             }
         }
     }
-    assert_eq!(leaf_keys.len(), 4 * 7 + 2, "{:?}", leaf_keys.values());
-    assert_eq!(first.written.len(), 3 * 27 + 2 * 3 + 1);
+    // 7 per master, 2 per LB host, the admin CA's and the admin client's.
+    assert_eq!(
+        leaf_keys.len(),
+        4 * 7 + 2 * 2 + 2,
+        "{:?}",
+        leaf_keys.values()
+    );
+    // 27 per master, 6 per LB host, 4 in apilb-admin/, the RBAC manifest.
+    assert_eq!(first.written.len(), 3 * 27 + 2 * 6 + 4 + 1);
 }
