@@ -146,11 +146,20 @@ impl Rendezvous {
 }
 
 /// Keep only `keep` on every thread of the process (see the module docs). Call from the
-/// runtime's `block_on` thread once start-up is done.
-pub async fn drop_to(keep: CapsHashSet) -> Result<(), Error> {
+/// runtime's `block_on` thread once start-up is done; `single_threaded` are the other
+/// runtimes whose one thread must drop too (the data-plane workers).
+pub async fn drop_to(
+    keep: CapsHashSet,
+    single_threaded: &[tokio::runtime::Handle],
+) -> Result<(), Error> {
     drop_this_thread(&keep)?;
     let handle = tokio::runtime::Handle::current();
     let mut waits = Vec::new();
+    // Every single-threaded runtime (the data-plane workers): one task runs on its thread.
+    for h in single_threaded {
+        let keep = keep.clone();
+        waits.push(h.spawn(async move { drop_this_thread(&keep) }));
+    }
     // Every worker: as many tasks as workers, each holding its thread until all have come.
     let workers = handle.metrics().num_workers();
     if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {

@@ -588,7 +588,8 @@ pub async fn run(
     let server = Server::start(config, path).await?;
     // Started: keep only the capabilities the config still needs (crate::privilege).
     let keep = crate::privilege::needed(&server.config().await);
-    if let Err(e) = crate::privilege::drop_to(keep.clone()).await {
+    let workers = server.proxy.worker_handles();
+    if let Err(e) = crate::privilege::drop_to(keep.clone(), &workers).await {
         server.shutdown(Duration::ZERO).await;
         return Err(e.into());
     }

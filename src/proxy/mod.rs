@@ -212,6 +212,14 @@ impl Proxy {
         self.workers.len()
     }
 
+    /// Each worker's runtime (a single thread each), for work that must run on every
+    /// data-plane thread (dropping capabilities, which Linux keeps per thread).
+    pub fn worker_handles(&self) -> Vec<tokio::runtime::Handle> {
+        (0..self.workers.len())
+            .map(|i| self.workers.handle(i).clone())
+            .collect()
+    }
+
     /// Bind `addrs` (the listeners a reload adds) with `config`'s options, or none of them.
     pub fn bind(&self, addrs: &[SocketAddr], config: &Config) -> Result<Bound, Error> {
         bind_all(addrs, &config.listener, &config.tcp, self.workers.len()).map(Bound)

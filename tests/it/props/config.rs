@@ -248,11 +248,13 @@ pub(crate) fn model() -> impl Strategy<Value = Model> {
                     connect: connect.map(|d| d.0.into()),
                     idle: idle.map(|d| d.0.into()),
                     drain: drain.map(|d| d.0.into()),
+                    ..RawTimeouts::default()
                 },
                 listener: RawListener {
                     backlog: listener.0.map(Into::into),
                     reuse_port: listener.1.map(Into::into),
                     freebind: listener.2.map(Into::into),
+                    ..RawListener::default()
                 },
                 tcp: RawTcp {
                     keepalive_time: keepalive.clone().map(|d| d.0.into()),
@@ -264,6 +266,7 @@ pub(crate) fn model() -> impl Strategy<Value = Model> {
                     listen: Some(format!("127.0.0.1:{port}").into()),
                     admin: Some(admin.into()),
                     watch_certificates: Vec::new(),
+                    ..RawMetrics::default()
                 }),
                 resolvers: resolvers.map(|list| {
                     list.into_iter()
@@ -278,6 +281,7 @@ pub(crate) fn model() -> impl Strategy<Value = Model> {
                     max: Some(max.0.into()),
                 }),
                 vip: vip.as_ref().map(|(v, _)| v.clone()),
+                ..FileConfig::default()
             };
             Model {
                 raw,
