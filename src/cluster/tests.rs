@@ -93,8 +93,8 @@ fn unknown_key_is_rejected_with_its_path() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "<string>:36:5: masters[0].address: is required\n\
-         <string>:36:22: masters[0]: unknown field `adress`, expected one of `name`, `address`, `certSANs`, `asn`"
+        "<string>:44:5: masters[0].address: is required\n\
+         <string>:44:22: masters[0]: unknown field `adress`, expected one of `name`, `address`, `certSANs`, `asn`"
     );
 }
 
@@ -264,7 +264,7 @@ fn load_names_the_file() {
     assert_eq!(
         msg,
         format!(
-            "{}:38:31: masters[2].address: \"nope\" is not a valid IP address",
+            "{}:46:31: masters[2].address: \"nope\" is not a valid IP address",
             path.display()
         )
     );
