@@ -749,11 +749,38 @@ fn check(raw: RawCluster, p: &mut Collector) -> Option<Cluster> {
                 if let Some((other, _, _)) = all.iter().find(|(_, _, a)| *a == r.address) {
                     p.push(
                         &key,
-                        format!("{} is the address of {other}; a router is another machine", r.address),
+                        format!(
+                            "{} is the address of {other}; a router is another machine",
+                            r.address
+                        ),
                     );
                 }
                 if vips.contains(&r.address) {
                     p.push(&key, format!("{} is the load balancer VIP", r.address));
+                }
+                if !vips.is_empty() && !vips.iter().any(|v| v.is_ipv4() == r.address.is_ipv4()) {
+                    p.push(
+                        &key,
+                        format!(
+                            "{} is an {family} router but there is no {family} VIP (each router carries the VIPs of its own address family)",
+                            r.address,
+                            family = if r.address.is_ipv4() { "IPv4" } else { "IPv6" }
+                        ),
+                    );
+                }
+            }
+            for vip in &vips {
+                if !b
+                    .routers
+                    .iter()
+                    .any(|r| r.address.is_ipv4() == vip.is_ipv4())
+                {
+                    p.push(
+                        "loadBalancer.bgp.routers",
+                        format!(
+                            "no router of the VIP {vip}'s address family (each router carries the VIPs of its own address family)"
+                        ),
+                    );
                 }
             }
         }

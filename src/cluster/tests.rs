@@ -308,17 +308,23 @@ fn vrrp_section() {
 
 /// A small description with `loadBalancer` replaced by `lb` (indented by two spaces).
 fn with_lb(lb: &str) -> String {
+    let vip = if lb.starts_with("  vip:") {
+        ""
+    } else {
+        "  vip: 10.0.0.100\n"
+    };
     format!(
-        "kubernetesVersion: v1.31.2\ncontrolPlaneEndpoint: 10.0.0.100\nloadBalancer:\n  vip: 10.0.0.100\n{lb}masters: [{{name: cp1, address: 10.0.0.11}}]\n"
+        "kubernetesVersion: v1.31.2\ncontrolPlaneEndpoint: 10.0.0.100\nloadBalancer:\n{vip}{lb}masters: [{{name: cp1, address: 10.0.0.11}}]\n"
     )
 }
 
-const BGP_HOSTS: &str = "  hosts: [{name: lb-1, address: 10.0.0.5}, {name: lb-2, address: 10.0.0.6, asn: 65011}]\n";
+const BGP_HOSTS: &str =
+    "  hosts: [{name: lb-1, address: 10.0.0.5}, {name: lb-2, address: 10.0.0.6, asn: 65011}]\n";
 
 #[test]
 fn bgp_section() {
     let c = Cluster::from_yaml(&with_lb(&format!(
-        "{BGP_HOSTS}  bgp:\n    localAsn: 65010\n    routers: [{{address: 10.0.0.1, asn: 65000}}, {{address: 'fd00::1', asn: 4200000000}}]\n    password: file:/etc/apilb/bgp-password\n"
+        "  vip: ['10.0.0.100', 'fd00::100']\n{BGP_HOSTS}  bgp:\n    localAsn: 65010\n    routers: [{{address: 10.0.0.1, asn: 65000}}, {{address: 'fd00::1', asn: 4200000000}}]\n    password: file:/etc/apilb/bgp-password\n"
     )))
     .unwrap();
     let bgp = c.load_balancer.bgp.unwrap();
@@ -361,7 +367,9 @@ fn bgp_errors_name_their_key() {
         problems(&with_lb(&format!(
             "{BGP_HOSTS}  vrrp: {{interface: eth0}}\n  bgp: {{localAsn: 65010, routers: [{{address: 10.0.0.1, asn: 65000}}]}}\n"
         ))),
-        ["loadBalancer.bgp: cannot be used together with loadBalancer.vrrp: VRRP moves the VIP to one active host, BGP announces it from every host; choose one"]
+        [
+            "loadBalancer.bgp: cannot be used together with loadBalancer.vrrp: VRRP moves the VIP to one active host, BGP announces it from every host; choose one"
+        ]
     );
     assert_eq!(
         problems(&with_lb(
@@ -396,6 +404,22 @@ fn bgp_errors_name_their_key() {
         ]
     );
     assert_eq!(
+        problems(&with_lb(&format!(
+            "  vip: ['10.0.0.100', 'fd00::100']\n{BGP_HOSTS}  bgp: {{localAsn: 65010, routers: [{{address: 10.0.0.1, asn: 65000}}]}}\n"
+        ))),
+        [
+            "loadBalancer.bgp.routers: no router of the VIP fd00::100's address family (each router carries the VIPs of its own address family)"
+        ]
+    );
+    assert_eq!(
+        problems(&with_lb(&format!(
+            "{BGP_HOSTS}  bgp: {{localAsn: 65010, routers: [{{address: 10.0.0.1, asn: 65000}}, {{address: 'fd00::1', asn: 65000}}]}}\n"
+        ))),
+        [
+            "loadBalancer.bgp.routers[1].address: fd00::1 is an IPv6 router but there is no IPv6 VIP (each router carries the VIPs of its own address family)"
+        ]
+    );
+    assert_eq!(
         problems(&with_lb("  bgp: {localAsn: 65010, routers: []}\n")),
         [
             "loadBalancer.bgp: needs the LB hosts in loadBalancer.hosts (each of them announces the VIP)",
@@ -417,8 +441,9 @@ fn bgp_errors_name_their_key() {
     ))
     .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("loadBalancer.bgp.routers[0]: unknown field `port`, expected `address` or `asn`"),
+        err.to_string().contains(
+            "loadBalancer.bgp.routers[0]: unknown field `port`, expected `address` or `asn`"
+        ),
         "{err}"
     );
 }
