@@ -23,10 +23,11 @@ use crate::cluster::{Bgp, Cluster, Node};
 pub const BIRD_FILE: &str = "bird.conf";
 /// Where Debian's bird2 package reads its configuration.
 pub const BIRD_CONF_PATH: &str = "/etc/bird/bird.conf";
-/// The kernel routing table apilb writes the VIP routes into (`announce.table`).
-pub const ANNOUNCE_TABLE: u32 = 100;
-/// The route protocol number apilb's routes carry (`announce.protocol`).
-pub const ANNOUNCE_PROTOCOL: u8 = 248;
+/// The kernel routing table apilb writes the VIP routes into (`announce.table`, which
+/// bootstrap writes as this default).
+pub const ANNOUNCE_TABLE: u32 = crate::config::DEFAULT_ANNOUNCE_TABLE;
+/// The route protocol number apilb's routes carry (`announce.protocol`, likewise).
+pub const ANNOUNCE_PROTOCOL: u8 = crate::config::DEFAULT_ANNOUNCE_PROTOCOL;
 /// BGP hold time: a router that hears nothing for this long drops the session (BFD is
 /// the fast path; this bounds detection without it).
 pub const HOLD_TIME_SECS: u32 = 9;

@@ -92,6 +92,27 @@ fn every_generated_bird_conf_parses() {
             );
             let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, if n == 0 { 0o600 } else { 0o644 }, "case {n} {lb}");
+            // apilb.yaml announces the VIPs into the table, with the protocol, bird.conf learns.
+            let cfg = apilb::config::Config::from_yaml(
+                &read(&out.join(lb).join("apilb.yaml")),
+                "apilb.yaml",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert!(cfg.vip.is_none());
+            let a = cfg.announce.as_ref().expect("an announce section");
+            assert_eq!(
+                (a.table, a.protocol, a.interface.as_str()),
+                (100, 248, "lo")
+            );
+            assert_eq!(a.healthy_backends_below, 1);
+            for ip in &a.addresses {
+                let len = if ip.is_ipv4() { 32 } else { 128 };
+                assert!(
+                    text.contains(&format!("{ip}/{len}")),
+                    "{ip} in bird.conf:\n{text}"
+                );
+            }
+            assert!(text.contains("krt_source = 248;"), "{text}");
             // The password is in bird.conf only.
             for f in ["apilb.yaml", "README.md"] {
                 assert!(!read(&out.join(lb).join(f)).contains("md5 secret"));
