@@ -19,6 +19,7 @@ mod demo;
 mod deploy;
 mod health;
 mod lab;
+mod lab_bgp;
 mod lifecycle;
 mod logs;
 mod metrics;
