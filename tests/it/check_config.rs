@@ -250,7 +250,7 @@ fn cluster_description_problems_have_the_same_format() {
         stderr(&out),
         format!(
             "{p}:6:5: masters[1].address: is required\n\
-             {p}:6:22: masters[1]: unknown field `adress`, expected one of `name`, `address`, `certSANs`\n\
+             {p}:6:22: masters[1]: unknown field `adress`, expected one of `name`, `address`, `certSANs`, `asn`\n\
              {p}:7:19: pki.caValidity: \"1 year\" is not a duration: write it without spaces, with the units ms, s, m, h, d (e.g. 1h or 1h30m)\n"
         )
     );
