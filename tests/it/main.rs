@@ -10,6 +10,7 @@
 mod support;
 
 mod alerts;
+mod announce;
 mod bootstrap;
 mod check_config;
 mod cli;
