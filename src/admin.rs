@@ -63,6 +63,9 @@ pub struct Status {
     /// The VRRP instance, when the config has a `vip` section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vip: Option<crate::vip::VipStatus>,
+    /// Route announcement, when the config has an `announce` section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<crate::announce::AnnounceStatus>,
 }
 
 /// One backend in `/status`.
@@ -131,6 +134,10 @@ pub fn status(state: &AdminState) -> Status {
             .map(|b| BackendStatus::of(b))
             .collect(),
         vip: state.vip.as_deref().map(crate::vip::Vip::status),
+        announce: state
+            .announcer
+            .as_deref()
+            .map(crate::announce::Announcer::status),
     }
 }
 
@@ -169,6 +176,8 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// The VRRP instance, if any.
     pub vip: Option<Arc<crate::vip::Vip>>,
+    /// The route announcer, if any.
+    pub announcer: Option<Arc<crate::announce::Announcer>>,
     /// Access and watched certificates.
     pub settings: ArcSwap<AdminSettings>,
     /// `metrics.tls` as loaded; `None` serves plain HTTP. Swapped whole on reload: new
@@ -734,6 +743,23 @@ pub fn status_table(s: &Status) -> String {
             v.configured_priority,
             v.master
                 .map_or_else(|| "unknown".to_owned(), |m| m.to_string())
+        ));
+    }
+    if let Some(a) = &s.announce {
+        out.push_str(&format!(
+            "announce: {} dev {} table {} proto {}  state: {}  routes: {}  backends up: {} (withdraw below {})\n\n",
+            a.addresses.join(", "),
+            a.interface,
+            a.table,
+            a.protocol,
+            a.state,
+            if a.announced.is_empty() {
+                "none".to_owned()
+            } else {
+                a.announced.join(", ")
+            },
+            a.up,
+            a.healthy_backends_below
         ));
     }
     let header = [

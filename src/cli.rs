@@ -97,6 +97,17 @@ pub enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Delete the routes an `announce` section writes (every route of its table and
+    /// protocol), for the unit's ExecStopPost after a crash. A config without the section
+    /// does nothing.
+    #[command(hide = true)]
+    Announce {
+        /// Delete the routes (the only action).
+        #[arg(long, required = true)]
+        withdraw: bool,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
     /// Show listeners and backends of a running apilb (from its /status endpoint).
     Status {
         /// The running apilb's `metrics.listen` address: ADDR, http://ADDR or https://ADDR.

@@ -52,6 +52,10 @@ pub async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve { config } => serve(&config.path()).await,
         Command::CheckConfig { file } => off_runtime(move || check_config(&file.path())).await,
+        Command::Announce {
+            withdraw: _,
+            config,
+        } => announce_withdraw(&config.path()).await,
         Command::Demo {
             dir,
             listen,
@@ -231,7 +235,7 @@ async fn serve(path: &Path) -> Result<(), Failure> {
                 Failure::config(report)
             })
         }
-        Err(e @ control::Error::Vip(_)) => Err(Failure {
+        Err(e @ (control::Error::Vip(_) | control::Error::Announce(_))) => Err(Failure {
             code: if e.is_config() {
                 EXIT_CONFIG
             } else {
@@ -240,6 +244,35 @@ async fn serve(path: &Path) -> Result<(), Failure> {
             message: format!("{}: {}\n", path.display(), chain(&e)),
         }),
         Err(e) => Err(Failure::error(&e, EXIT_FAILURE)),
+    }
+}
+
+/// `apilb announce --withdraw`: delete every route of the config's announce table and
+/// protocol; a config without an `announce` section has none.
+async fn announce_withdraw(path: &Path) -> Result<(), Failure> {
+    let p = path.to_owned();
+    let config = off_runtime(move || Config::load(&p))
+        .await
+        .map_err(Failure::config)?;
+    let Some(a) = config.announce else {
+        return print(&format!(
+            "{}: no announce section: no routes to withdraw\n",
+            path.display()
+        ));
+    };
+    match crate::announce::withdraw(&a).await {
+        Ok(n) => print(&format!(
+            "withdrew {n} route(s) from table {} proto {}\n",
+            a.table, a.protocol
+        )),
+        Err(e) => Err(Failure {
+            code: if e.is_config() {
+                EXIT_CONFIG
+            } else {
+                EXIT_FAILURE
+            },
+            message: format!("{}: {}\n", path.display(), chain(&e)),
+        }),
     }
 }
 

@@ -34,6 +34,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod announce;
 pub mod assets;
 pub mod backend;
 pub mod bootstrap;
@@ -49,6 +50,7 @@ mod http;
 pub mod input;
 pub mod logging;
 pub mod metrics;
+pub mod netlink;
 pub mod pki;
 pub mod privilege;
 pub mod proxy;

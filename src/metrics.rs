@@ -672,3 +672,48 @@ mod tests {
         assert!(text.contains("t_plain_total 1\n"), "{text}");
     }
 }
+
+/// Metrics of route announcement ([`crate::announce`]), registered only when the config has
+/// an `announce` section.
+#[derive(Debug, Clone)]
+pub struct AnnounceMetrics {
+    /// `apilb_announce_state{address}`: 1 while the address's route is in the table, else 0.
+    pub state: IntGaugeVec,
+    /// `apilb_announce_transitions_total{address,reason}`: routes added or deleted, by why
+    /// (`healthy`, `unhealthy`, `shutdown`, `reload`).
+    pub transitions: IntCounterVec,
+    /// `apilb_announce_errors_total`: route or address changes the kernel refused.
+    pub errors: IntCounter,
+}
+
+impl AnnounceMetrics {
+    /// Create the metrics and register them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let state = IntGaugeVec::new(
+            Opts::new(
+                "apilb_announce_state",
+                "1 while the address's route is in the announce table (announced), else 0.",
+            ),
+            &["address"],
+        )?;
+        registry.register(Box::new(state.clone()))?;
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "apilb_announce_transitions_total",
+                "Announce routes added or deleted, by address and reason.",
+            ),
+            &["address", "reason"],
+        )?;
+        registry.register(Box::new(transitions.clone()))?;
+        let errors = IntCounter::with_opts(Opts::new(
+            "apilb_announce_errors_total",
+            "Announce route or address changes the kernel refused.",
+        ))?;
+        registry.register(Box::new(errors.clone()))?;
+        Ok(Self {
+            state,
+            transitions,
+            errors,
+        })
+    }
+}

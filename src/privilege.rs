@@ -6,6 +6,7 @@
 //! What is kept, and why ([`needed`] is the one rule; later sections add theirs there):
 //! - `vip:` keeps CAP_NET_RAW (VRRP and gratuitous ARP/NA sockets) and CAP_NET_ADMIN
 //!   (adding and removing the addresses) for as long as the process runs.
+//! - `announce:` keeps CAP_NET_ADMIN (adding and deleting its routes, and its addresses).
 //! - A `listen` or `metrics.listen` port below 1024 keeps CAP_NET_BIND_SERVICE, so that a
 //!   reload can rebind it (a changed address, a listener dropped and added back). A reload
 //!   that adds the first port below 1024 to a config that had none fails to bind and is
@@ -33,7 +34,9 @@ pub fn needed(config: &Config) -> CapsHashSet {
         keep.insert(Capability::CAP_NET_RAW);
         keep.insert(Capability::CAP_NET_ADMIN);
     }
-    // The `announce:` section (route announcement) keeps CAP_NET_ADMIN here when it lands.
+    if config.announce.is_some() {
+        keep.insert(Capability::CAP_NET_ADMIN);
+    }
     let privileged_port = |p: u16| p != 0 && p < 1024;
     let ports = config
         .listen
@@ -272,6 +275,10 @@ mod tests {
             "listen: [\"10.0.0.100:6443\"]\nvip: {interface: eth0, vrid: 51, addresses: [10.0.0.100/24], priority: 100}\n",
         ));
         assert_eq!(names(&vip), "CAP_NET_ADMIN, CAP_NET_RAW");
+        let announce = needed(&config(
+            "listen: [\"10.0.0.100:6443\"]\nannounce: {addresses: [10.0.0.100/32]}\n",
+        ));
+        assert_eq!(names(&announce), "CAP_NET_ADMIN");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::etcd;
 use super::kubeadm::Secrets;
 use super::lb;
-use crate::cluster::{Cluster, Master, Node};
+use crate::cluster::{Bgp, Cluster, Master, Node};
 use crate::pki::spec::HEALTH_CLIENT_BASE;
 
 /// Where a host's directory is copied to on the host.
@@ -187,7 +187,11 @@ pub fn lb_host(c: &Cluster, h: &Node) -> String {
          apilb status\n\
          ```\n\n\
          Backends show down until their apiservers answer `/readyz`; with every backend down\n\
-         apilb still forwards (fail open), so `kubeadm init` can reach the first master.",
+         apilb still forwards (fail open), so `kubeadm init` can reach the first master.{bgp}",
+        bgp = match (&c.load_balancer.bgp, c.load_balancer.hosts.iter().position(|x| x == h)) {
+            (Some(b), Some(i)) => bgp_section(c, b, h, i),
+            _ => String::new(),
+        },
         name = h.name,
         pki = lb::PKI_DIR,
         cfg = lb::CONFIG_PATH,
@@ -204,7 +208,10 @@ pub fn lb_host(c: &Cluster, h: &Node) -> String {
                 v.vrid,
                 if = v.interface,
             ),
-            None => "Without `loadBalancer.vrrp` in the cluster description, a VRRP daemon (e.g. \
+            None if c.load_balancer.bgp.is_some() => "Every LB host carries traffic for it at once: \
+                     each announces the VIP to the routers by BGP while its proxy is healthy (section 4)."
+                .to_owned(),
+            None => "Without `loadBalancer.vrrp` or `loadBalancer.bgp` in the cluster description, a VRRP daemon (e.g. \
                      keepalived) must move it between the LB hosts."
                 .to_owned(),
         },
@@ -357,4 +364,123 @@ pub fn join_md(c: &Cluster, s: &Secrets<'_>) -> String {
         hash = s.ca_cert_hash,
     );
     o
+}
+
+/// Section 4 of an LB host's README with `loadBalancer.bgp`: BIRD on this host, the
+/// sysctls, and the router side (FRR and BIRD, multipath with the L4 hash).
+fn bgp_section(c: &Cluster, b: &Bgp, h: &Node, index: usize) -> String {
+    use super::bird::{
+        ANNOUNCE_PROTOCOL, ANNOUNCE_TABLE, BFD_INTERVAL_MS, BFD_MULTIPLIER, BIRD_CONF_PATH,
+        BIRD_FILE, HOLD_TIME_SECS,
+    };
+    let asn = b.host_asn(index).unwrap_or_default();
+    let v4: Vec<String> = c
+        .load_balancer
+        .vips
+        .iter()
+        .filter(|v| v.is_ipv4())
+        .map(|v| format!("{v}/32"))
+        .collect();
+    let v6: Vec<String> = c
+        .load_balancer
+        .vips
+        .iter()
+        .filter(|v| v.is_ipv6())
+        .map(|v| format!("{v}/128"))
+        .collect();
+    let all: Vec<&str> = v4.iter().chain(&v6).map(String::as_str).collect();
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "\n\n## 4. BGP: announce the VIP to the routers (BIRD 2)\n\n\
+         apilb decides, by its own health checks, whether this host offers the VIP: while at\n\
+         least one apiserver is up it keeps the route `VIP dev lo table {ANNOUNCE_TABLE} proto {ANNOUNCE_PROTOCOL}` (the\n\
+         `announce:` section of `apilb.yaml`), deletes it when none is, and deletes it first\n\
+         on stop, before its listeners close. BIRD learns that route from kernel table\n\
+         {ANNOUNCE_TABLE} and announces it to the routers; the routers spread new connections over\n\
+         every announcing host (ECMP). apilb never speaks BGP itself.\n\n\
+         ```sh\n\
+         apt-get install bird2\n\
+         install -m 0640 -o root -g bird {REMOTE_DIR}/{BIRD_FILE} {BIRD_CONF_PATH}\n\
+         bird -p -c {BIRD_CONF_PATH}      # parse check\n\
+         systemctl restart bird\n\
+         birdc show protocols            # router1... Established{bfd_check}\n\
+         ```\n\n\
+         This host: AS {asn}, router id {id}; sessions to {routers}; hold time {HOLD_TIME_SECS} s, graceful\n\
+         restart off (a host that stops announcing loses its traffic at once){bfd}{pw}.\n\n\
+         ### Sysctls on this host\n\n\
+         The VIP lives on `lo` (apilb adds it there if it is missing); no LB host may answer ARP\n\
+         or neighbour discovery for it, or the VIP's subnet neighbours would bypass the routers:\n\n\
+         ```sh\n\
+         cat > /etc/sysctl.d/60-apilb-bgp.conf <<'EOF'\n\
+         net.ipv4.conf.all.arp_ignore = 1\n\
+         net.ipv4.conf.all.arp_announce = 2\n\
+         EOF\n\
+         sysctl --system\n\
+         ```\n\n\
+         If apilb crashes, the unit's `ExecStopPost` (`apilb announce --withdraw`) deletes its\n\
+         routes; should it not run, `ip route flush table {ANNOUNCE_TABLE} proto {ANNOUNCE_PROTOCOL}` does the same by hand.\n\n\
+         ### The router side\n\n\
+         Each router peers with every LB host, accepts only the VIP routes ({all}),\n\
+         installs them as one multipath route, and hashes flows by their L4 ports\n\
+         (`fib_multipath_hash_policy=1`), so the connections of one client spread over the LB\n\
+         hosts:\n\n\
+         ```sh\n\
+         sysctl -w net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1\n\
+         sysctl -w net.ipv6.conf.all.forwarding=1 net.ipv6.fib_multipath_hash_policy=1\n\
+         ```\n\n\
+         BIRD 2 on the router (one `protocol bgp` per LB host, or a `neighbor range`):\n\n\
+         ```\n\
+         protocol kernel {{\n  merge paths on;             # one multipath route for equal BGP paths\n  ipv4 {{ export all; }};\n}}\n\
+         protocol bfd {{ interface \"*\" {{ interval {BFD_INTERVAL_MS} ms; multiplier {BFD_MULTIPLIER}; }}; }}\n\
+         protocol bgp {name} {{\n  local as ROUTER_AS;\n  neighbor {addr} as {asn};\n  bfd on;\n  hold time {HOLD_TIME_SECS};\n  graceful restart off;\n  ipv4 {{ import where net ~ [ {v4set} ]; export none; }};\n}}\n\
+         ```\n\n\
+         FRR (`/etc/frr/frr.conf`; `bfdd=yes` in `/etc/frr/daemons`):\n\n\
+         ```\n\
+         ip prefix-list apilb-vip seq 10 permit {v4first}\n\
+         route-map apilb-in permit 10\n match ip address prefix-list apilb-vip\n!\n\
+         router bgp ROUTER_AS\n bgp bestpath as-path multipath-relax\n neighbor {addr} remote-as {asn}\n neighbor {addr} bfd\n neighbor {addr} timers 3 {HOLD_TIME_SECS}\n address-family ipv4 unicast\n  maximum-paths 16\n  neighbor {addr} route-map apilb-in in\n exit-address-family\n!\n\
+         ```\n\n\
+         (`multipath-relax` lets hosts with their own AS numbers share the multipath route.)\n\
+         Check on the router: `ip route show {vip}` lists one `nexthop` line per announcing LB\n\
+         host. A host that leaves takes its established connections with it (the proxy ends\n\
+         their TCP); on SIGTERM apilb withdraws first and drains after `announce.withdrawDelay`.\n",
+        id = super::bird::router_id(h.address),
+        routers = b
+            .routers
+            .iter()
+            .map(|r| format!("{} (AS {})", r.address, r.asn))
+            .collect::<Vec<_>>()
+            .join(", "),
+        bfd_check = if b.bfd {
+            "\nbirdc show bfd sessions          # Up"
+        } else {
+            ""
+        },
+        bfd = if b.bfd {
+            format!(
+                "; BFD every {BFD_INTERVAL_MS} ms, down after {} ms without an answer",
+                BFD_INTERVAL_MS * BFD_MULTIPLIER
+            )
+        } else {
+            "; BFD off (loadBalancer.bgp.bfd: false), so a dead host is noticed only after the hold time".to_owned()
+        },
+        pw = if b.password_file.is_some() {
+            "; TCP-MD5 password from loadBalancer.bgp.password (the router's neighbour needs the same)"
+        } else {
+            ""
+        },
+        all = all.join(", "),
+        name = h.name.replace('-', "_"),
+        addr = h.address,
+        v4set = v4.join(", "),
+        v4first = v4.first().map_or("", String::as_str),
+        vip = c
+            .load_balancer
+            .vips
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    );
+    s
 }

@@ -5,10 +5,13 @@
 
 use crate::cluster::{Cluster, DEFAULT_API_SERVER_PORT, Endpoint, San};
 use crate::config::raw::{
-    FileConfig, RawBackend, RawHealth, RawHealthTls, RawListener, RawMetrics, RawTrack, RawVip,
-    Scalar,
+    FileConfig, RawAnnounce, RawAnnounceTrack, RawBackend, RawHealth, RawHealthTls, RawListener,
+    RawMetrics, RawTrack, RawVip, Scalar,
 };
-use crate::config::{Balance, CheckKind, DEFAULT_CHECK_PATH, OnDown};
+use crate::config::{
+    Balance, CheckKind, DEFAULT_ANNOUNCE_INTERFACE, DEFAULT_ANNOUNCE_PROTOCOL,
+    DEFAULT_ANNOUNCE_TABLE, DEFAULT_CHECK_PATH, OnDown,
+};
 use crate::pki::spec::HEALTH_CLIENT_BASE;
 
 /// Where the LB config lives on an LB host.
@@ -36,8 +39,10 @@ const TRACK_WEIGHT: u32 = 100;
 /// with VRRP they differ only in priority), as the config file's own type: listen on the
 /// VIPs, the masters as backends, least connections, `freebind`, https `/readyz` checks
 /// with the `apilb-health` client (`/livez` to tell a draining apiserver, `onDown: close`),
-/// metrics on loopback, and VRRP when the description has `loadBalancer.vrrp`. Everything
-/// else keeps its default and is not written.
+/// metrics on loopback, VRRP when the description has `loadBalancer.vrrp`, and the
+/// `announce:` section when it has `loadBalancer.bgp` (the VIPs as host routes on `lo` in
+/// the table and with the protocol that `bird.conf` learns, withdrawn with no backend up).
+/// Everything else keeps its default and is not written.
 pub fn config(c: &Cluster, index: usize) -> FileConfig {
     let pki = |f: &str| Scalar::from(format!("{PKI_DIR}/{f}"));
     let port = c.control_plane_endpoint.port;
@@ -115,6 +120,21 @@ pub fn config(c: &Cluster, index: usize) -> FileConfig {
                 hold: None,
             }),
             ..RawVip::default()
+        }),
+        announce: c.load_balancer.bgp.as_ref().map(|_| RawAnnounce {
+            addresses: c
+                .load_balancer
+                .vips
+                .iter()
+                .map(|ip| Scalar::from(format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })))
+                .collect(),
+            interface: Some(Scalar::from(DEFAULT_ANNOUNCE_INTERFACE)),
+            table: Some(Scalar::from(DEFAULT_ANNOUNCE_TABLE)),
+            protocol: Some(Scalar::from(DEFAULT_ANNOUNCE_PROTOCOL)),
+            track: Some(RawAnnounceTrack {
+                healthy_backends_below: Some(Scalar::from(TRACK_BELOW)),
+            }),
+            ..RawAnnounce::default()
         }),
         ..FileConfig::default()
     }

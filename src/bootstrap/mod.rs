@@ -6,6 +6,7 @@
 //! - [`kubeadm`]: the kubeadm configuration API as typed serde structs (v1beta4, v1beta3).
 //! - [`etcd`]: the external etcd static Pod.
 //! - [`lb`]: the LB config and systemd unit.
+//! - [`bird`]: BIRD 2's `bird.conf` for LB hosts that announce the VIP by BGP.
 //! - [`docs`]: READMEs and `JOIN.md`.
 //!
 //! [`bootstrap`] plans everything in memory first (the PKI plan, every generated file, the
@@ -15,6 +16,7 @@
 //! `kubeadm.yaml` unless given. An existing generated file with other content is an error
 //! naming it, unless `overwrite` is set.
 
+pub mod bird;
 pub mod docs;
 pub mod etcd;
 pub mod kubeadm;
@@ -187,7 +189,29 @@ pub fn bootstrap(cluster: &Cluster, out: &Path, opts: &Options) -> Result<Report
         ca_cert_hash: &ca_hash,
     };
 
-    let files = generate(cluster, opts.api, &secrets, &mut problems);
+    // The BGP password is read here, once, and goes into bird.conf only.
+    let password = match cluster
+        .load_balancer
+        .bgp
+        .as_ref()
+        .and_then(|b| b.password_file.as_deref())
+    {
+        Some(path) => match bird::read_password(path) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        },
+        None => None,
+    };
+    let files = generate(
+        cluster,
+        opts.api,
+        &secrets,
+        password.as_ref(),
+        &mut problems,
+    );
     problems.extend(topology_problems(cluster));
     problems.extend(certificate_problems(cluster, &plan));
     problems.extend(join_hash_problems(cluster, &plan, &files));
@@ -359,6 +383,7 @@ fn generate(
     c: &Cluster,
     api: ApiVersion,
     s: &Secrets<'_>,
+    password: Option<&bird::Password>,
     problems: &mut Vec<String>,
 ) -> Vec<File> {
     let mut files = Vec::new();
@@ -429,6 +454,19 @@ fn generate(
             PUBLIC_MODE,
         );
         add(dir.join("README.md"), Ok(docs::lb_host(c, h)), PUBLIC_MODE);
+        if let Some(bgp) = &c.load_balancer.bgp {
+            // With a password bird.conf is a secret.
+            let mode = if password.is_some() {
+                SECRET_MODE
+            } else {
+                PUBLIC_MODE
+            };
+            add(
+                dir.join(bird::BIRD_FILE),
+                Ok(bird::config(c, bgp, i, h, password)),
+                mode,
+            );
+        }
     }
     add(PathBuf::from(JOIN_MD), Ok(docs::join_md(c, s)), SECRET_MODE);
     files

@@ -8,6 +8,7 @@
 //! never touches the file system: [`Cluster::parse`] takes text and the name to report it
 //! under, [`Cluster::load`] reads a file. `pki` (`apilb issue`) and `bootstrap` consume it.
 
+mod bgp;
 mod net;
 mod raw;
 
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use self::bgp::{Bgp, DEFAULT_BFD, PASSWORD_PREFIX, Router};
 pub use self::net::{Endpoint, San, SanError, https_url, is_node_name};
 use self::raw::{RawCluster, RawNode};
 pub use crate::input::{Cidr, Problem, Problems};
@@ -100,6 +102,9 @@ pub struct LoadBalancer {
     pub hosts: Vec<Node>,
     /// `vrrp`: when set, the LB hosts move the VIP between them with VRRPv3.
     pub vrrp: Option<Vrrp>,
+    /// `bgp`: when set, every LB host announces the VIP to these routers (ECMP); never
+    /// together with `vrrp`.
+    pub bgp: Option<Bgp>,
 }
 
 /// `loadBalancer.vrrp`: VRRP settings shared by the LB hosts. The first host listed gets
@@ -392,8 +397,15 @@ fn parse_validity(p: &mut Collector, key: &str, s: Option<&str>, default: Durati
     }
 }
 
-/// Check one machine entry; `allow_sans` is false outside `masters`.
+/// Check one machine entry; `allow_sans` is false outside `masters`. `asn` is checked by
+/// [`bgp::check`] on LB hosts and rejected on every other machine.
 fn check_node(p: &mut Collector, key: &str, raw: &RawNode, allow_sans: bool) -> Option<Master> {
+    if raw.asn.is_some() && !key.starts_with("loadBalancer.hosts") {
+        p.push(
+            &format!("{key}.asn"),
+            "is only allowed on LB hosts (loadBalancer.hosts, with loadBalancer.bgp)",
+        );
+    }
     let name = p.required(raw.name.as_deref(), &format!("{key}.name"));
     if let Some(n) = name {
         if !is_node_name(n) {
@@ -476,6 +488,7 @@ fn check(raw: RawCluster, p: &mut Collector) -> Option<Cluster> {
         let mut vips = Vec::new();
         let mut lb_hosts = Vec::new();
         let mut vrrp = None;
+        let mut bgp = None;
         match raw.load_balancer {
             None => p.push("loadBalancer", "is required"),
             Some(lb) => {
@@ -504,6 +517,24 @@ fn check(raw: RawCluster, p: &mut Collector) -> Option<Cluster> {
                 }
                 if let Some(v) = &lb.vrrp {
                     vrrp = check_vrrp(p, v);
+                }
+                match &lb.bgp {
+                    Some(_) if lb.vrrp.is_some() => p.push(
+                        "loadBalancer.bgp",
+                        "cannot be used together with loadBalancer.vrrp: VRRP moves the VIP to \
+                         one active host, BGP announces it from every host; choose one",
+                    ),
+                    Some(b) => bgp = bgp::check(p, b, &lb.hosts),
+                    None => {
+                        for (i, h) in lb.hosts.iter().enumerate() {
+                            if h.asn.is_some() {
+                                p.push(
+                                    &format!("loadBalancer.hosts[{i}].asn"),
+                                    "is only used with loadBalancer.bgp",
+                                );
+                            }
+                        }
+                    }
                 }
                 for (i, h) in lb.hosts.iter().enumerate() {
                     let key = format!("loadBalancer.hosts[{i}]");
@@ -712,6 +743,47 @@ fn check(raw: RawCluster, p: &mut Collector) -> Option<Cluster> {
                 }
             }
         }
+        if let Some(b) = &bgp {
+            for (i, r) in b.routers.iter().enumerate() {
+                let key = format!("loadBalancer.bgp.routers[{i}].address");
+                if let Some((other, _, _)) = all.iter().find(|(_, _, a)| *a == r.address) {
+                    p.push(
+                        &key,
+                        format!(
+                            "{} is the address of {other}; a router is another machine",
+                            r.address
+                        ),
+                    );
+                }
+                if vips.contains(&r.address) {
+                    p.push(&key, format!("{} is the load balancer VIP", r.address));
+                }
+                if !vips.is_empty() && !vips.iter().any(|v| v.is_ipv4() == r.address.is_ipv4()) {
+                    p.push(
+                        &key,
+                        format!(
+                            "{} is an {family} router but there is no {family} VIP (each router carries the VIPs of its own address family)",
+                            r.address,
+                            family = if r.address.is_ipv4() { "IPv4" } else { "IPv6" }
+                        ),
+                    );
+                }
+            }
+            for vip in &vips {
+                if !b
+                    .routers
+                    .iter()
+                    .any(|r| r.address.is_ipv4() == vip.is_ipv4())
+                {
+                    p.push(
+                        "loadBalancer.bgp.routers",
+                        format!(
+                            "no router of the VIP {vip}'s address family (each router carries the VIPs of its own address family)"
+                        ),
+                    );
+                }
+            }
+        }
         if let Some(Endpoint {
             host: San::Ip(ip), ..
         }) = &control_plane_endpoint
@@ -737,6 +809,7 @@ fn check(raw: RawCluster, p: &mut Collector) -> Option<Cluster> {
                 vips,
                 hosts: lb_hosts.into_iter().map(|(_, n)| n).collect(),
                 vrrp,
+                bgp,
             },
             masters: masters.into_iter().map(|(_, m)| m).collect(),
             networking: Networking {

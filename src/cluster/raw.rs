@@ -33,6 +33,25 @@ pub(crate) struct RawLoadBalancer {
     #[serde(default)]
     pub(crate) hosts: Vec<RawNode>,
     pub(crate) vrrp: Option<RawVrrp>,
+    pub(crate) bgp: Option<RawBgp>,
+}
+
+/// `loadBalancer.bgp`: every LB host announces the VIP to these routers (ECMP).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawBgp {
+    pub(crate) local_asn: Option<Scalar>,
+    pub(crate) routers: Option<Vec<RawRouter>>,
+    pub(crate) bfd: Option<Scalar>,
+    pub(crate) password: Option<Scalar>,
+}
+
+/// One entry of `loadBalancer.bgp.routers`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawRouter {
+    pub(crate) address: Option<Scalar>,
+    pub(crate) asn: Option<Scalar>,
 }
 
 /// `loadBalancer.vrrp`: how the LB hosts move the VIP between them.
@@ -71,6 +90,8 @@ pub(crate) struct RawNode {
     /// Only meaningful on masters; rejected elsewhere by the checker.
     #[serde(default, rename = "certSANs")]
     pub(crate) cert_sans: Option<Vec<Scalar>>,
+    /// Only meaningful on LB hosts with `loadBalancer.bgp`; rejected elsewhere.
+    pub(crate) asn: Option<Scalar>,
 }
 
 /// `networking`.

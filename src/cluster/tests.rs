@@ -93,8 +93,8 @@ fn unknown_key_is_rejected_with_its_path() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "<string>:36:5: masters[0].address: is required\n\
-         <string>:36:22: masters[0]: unknown field `adress`, expected one of `name`, `address`, `certSANs`"
+        "<string>:44:5: masters[0].address: is required\n\
+         <string>:44:22: masters[0]: unknown field `adress`, expected one of `name`, `address`, `certSANs`, `asn`"
     );
 }
 
@@ -264,7 +264,7 @@ fn load_names_the_file() {
     assert_eq!(
         msg,
         format!(
-            "{}:38:31: masters[2].address: \"nope\" is not a valid IP address",
+            "{}:46:31: masters[2].address: \"nope\" is not a valid IP address",
             path.display()
         )
     );
@@ -303,6 +303,148 @@ fn vrrp_section() {
             "loadBalancer.vrrp.prefixLength: 33 is out of range (1 to 32)",
             "loadBalancer.vrrp.advertInterval: \"fast\" is not a duration: write a number and a unit, e.g. 3s, 250ms or 1h30m",
         ]
+    );
+}
+
+/// A small description with `loadBalancer` replaced by `lb` (indented by two spaces).
+fn with_lb(lb: &str) -> String {
+    let vip = if lb.starts_with("  vip:") {
+        ""
+    } else {
+        "  vip: 10.0.0.100\n"
+    };
+    format!(
+        "kubernetesVersion: v1.31.2\ncontrolPlaneEndpoint: 10.0.0.100\nloadBalancer:\n{vip}{lb}masters: [{{name: cp1, address: 10.0.0.11}}]\n"
+    )
+}
+
+const BGP_HOSTS: &str =
+    "  hosts: [{name: lb-1, address: 10.0.0.5}, {name: lb-2, address: 10.0.0.6, asn: 65011}]\n";
+
+#[test]
+fn bgp_section() {
+    let c = Cluster::from_yaml(&with_lb(&format!(
+        "  vip: ['10.0.0.100', 'fd00::100']\n{BGP_HOSTS}  bgp:\n    localAsn: 65010\n    routers: [{{address: 10.0.0.1, asn: 65000}}, {{address: 'fd00::1', asn: 4200000000}}]\n    password: file:/etc/apilb/bgp-password\n"
+    )))
+    .unwrap();
+    let bgp = c.load_balancer.bgp.unwrap();
+    assert_eq!(
+        bgp,
+        Bgp {
+            host_asns: vec![65010, 65011],
+            routers: vec![
+                Router {
+                    address: "10.0.0.1".parse().unwrap(),
+                    asn: 65000
+                },
+                Router {
+                    address: "fd00::1".parse().unwrap(),
+                    asn: 4_200_000_000
+                },
+            ],
+            bfd: true,
+            password_file: Some("/etc/apilb/bgp-password".into()),
+        }
+    );
+    assert_eq!(bgp.host_asn(1), Some(65011));
+    assert_eq!(bgp.host_asn(2), None);
+    assert!(c.load_balancer.vrrp.is_none());
+
+    // Per-host ASNs only, BFD off, no password.
+    let c = Cluster::from_yaml(&with_lb(
+        "  hosts: [{name: lb-1, address: 10.0.0.5, asn: 65001}]\n  bgp: {routers: [{address: 10.0.0.1, asn: 65000}], bfd: false}\n",
+    ))
+    .unwrap();
+    let bgp = c.load_balancer.bgp.unwrap();
+    assert_eq!(bgp.host_asns, [65001]);
+    assert!(!bgp.bfd);
+    assert_eq!(bgp.password_file, None);
+}
+
+#[test]
+fn bgp_errors_name_their_key() {
+    assert_eq!(
+        problems(&with_lb(&format!(
+            "{BGP_HOSTS}  vrrp: {{interface: eth0}}\n  bgp: {{localAsn: 65010, routers: [{{address: 10.0.0.1, asn: 65000}}]}}\n"
+        ))),
+        [
+            "loadBalancer.bgp: cannot be used together with loadBalancer.vrrp: VRRP moves the VIP to one active host, BGP announces it from every host; choose one"
+        ]
+    );
+    assert_eq!(
+        problems(&with_lb(
+            "  hosts: [{name: lb-1, address: 10.0.0.5}, {name: lb-2, address: 10.0.0.6, asn: 0}]\n  bgp:\n    routers:\n      - {address: 10.0.0.300, asn: 65000}\n      - {address: 10.0.0.2, asn: 23456}\n      - {address: 10.0.0.2, asn: 65000}\n      - {asn: big}\n      - {address: 10.0.0.5, asn: 4294967295}\n      - {address: 10.0.0.100, asn: 65000}\n    bfd: yes please\n    password: hunter2\n"
+        )),
+        [
+            "loadBalancer.hosts[0].asn: is required when loadBalancer.bgp.localAsn is not set (the LB host's own AS number)",
+            "loadBalancer.hosts[1].asn: 0 is reserved; use 1 to 4294967294",
+            "loadBalancer.bgp.routers[0].address: \"10.0.0.300\" is not a valid IP address",
+            "loadBalancer.bgp.routers[1].asn: 23456 is AS_TRANS (RFC 6793), not a usable AS number",
+            "loadBalancer.bgp.routers[2].address: duplicate router 10.0.0.2 (already loadBalancer.bgp.routers[1])",
+            "loadBalancer.bgp.routers[3].address: is required",
+            "loadBalancer.bgp.routers[3].asn: \"big\" is not an AS number (1 to 4294967294)",
+            "loadBalancer.bgp.routers[4].asn: 4294967295 is reserved; use 1 to 4294967294",
+            "loadBalancer.bgp.bfd: \"yes please\" is not true or false",
+            "loadBalancer.bgp.password: must be file:/absolute/path (a file holding the TCP-MD5 password; the password itself is not written into the cluster description)",
+        ]
+    );
+    // The password's value is never echoed.
+    let err = Cluster::from_yaml(&with_lb(&format!(
+        "{BGP_HOSTS}  bgp: {{localAsn: 65010, routers: [{{address: 10.0.0.1, asn: 65000}}], password: hunter2}}\n"
+    )))
+    .unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert_eq!(
+        problems(&with_lb(&format!(
+            "{BGP_HOSTS}  bgp: {{localAsn: 65010, routers: [{{address: 10.0.0.5, asn: 65000}}, {{address: 10.0.0.100, asn: 65000}}]}}\n"
+        ))),
+        [
+            "loadBalancer.bgp.routers[0].address: 10.0.0.5 is the address of loadBalancer.hosts[0]; a router is another machine",
+            "loadBalancer.bgp.routers[1].address: 10.0.0.100 is the load balancer VIP",
+        ]
+    );
+    assert_eq!(
+        problems(&with_lb(&format!(
+            "  vip: ['10.0.0.100', 'fd00::100']\n{BGP_HOSTS}  bgp: {{localAsn: 65010, routers: [{{address: 10.0.0.1, asn: 65000}}]}}\n"
+        ))),
+        [
+            "loadBalancer.bgp.routers: no router of the VIP fd00::100's address family (each router carries the VIPs of its own address family)"
+        ]
+    );
+    assert_eq!(
+        problems(&with_lb(&format!(
+            "{BGP_HOSTS}  bgp: {{localAsn: 65010, routers: [{{address: 10.0.0.1, asn: 65000}}, {{address: 'fd00::1', asn: 65000}}]}}\n"
+        ))),
+        [
+            "loadBalancer.bgp.routers[1].address: fd00::1 is an IPv6 router but there is no IPv6 VIP (each router carries the VIPs of its own address family)"
+        ]
+    );
+    assert_eq!(
+        problems(&with_lb("  bgp: {localAsn: 65010, routers: []}\n")),
+        [
+            "loadBalancer.bgp: needs the LB hosts in loadBalancer.hosts (each of them announces the VIP)",
+            "loadBalancer.bgp.routers: needs at least one router, e.g. [{address: 10.0.0.1, asn: 65000}]",
+        ]
+    );
+    assert_eq!(
+        problems(
+            &with_lb("  hosts: [{name: lb-1, address: 10.0.0.5, asn: 65001}]\n")
+                .replace("address: 10.0.0.11}", "address: 10.0.0.11, asn: 65002}")
+        ),
+        [
+            "loadBalancer.hosts[0].asn: is only used with loadBalancer.bgp",
+            "masters[0].asn: is only allowed on LB hosts (loadBalancer.hosts, with loadBalancer.bgp)",
+        ]
+    );
+    let err = Cluster::from_yaml(&with_lb(
+        "  hosts: [{name: lb-1, address: 10.0.0.5}]\n  bgp: {localAsn: 65010, routers: [{address: 10.0.0.1, asn: 65000, port: 179}]}\n",
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "loadBalancer.bgp.routers[0]: unknown field `port`, expected `address` or `asn`"
+        ),
+        "{err}"
     );
 }
 

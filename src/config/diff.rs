@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use super::{BackendAddress, Config, VipConfig};
+use super::{AnnounceConfig, BackendAddress, Config, VipConfig};
 
 /// Why a new config cannot replace the running one without a restart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +50,15 @@ pub enum VipChange {
     Live(VipConfig),
 }
 
+/// What the route announcer is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnnounceChange {
+    /// No `announce` section, or the same one.
+    Unchanged,
+    /// The section changed: every key of it applies live.
+    Live(AnnounceConfig),
+}
+
 /// A reload, sliced by the part of the process that applies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigDiff {
@@ -67,6 +76,8 @@ pub struct ConfigDiff {
     pub dns: bool,
     /// The VIP's slice.
     pub vip: VipChange,
+    /// The route announcer's slice.
+    pub announce: AnnounceChange,
     /// The metrics endpoint's slice.
     pub metrics: MetricsChange,
 }
@@ -75,6 +86,7 @@ impl ConfigDiff {
     /// Compare `old` (running) with `new`.
     pub fn new(old: &Config, new: &Config) -> Result<ConfigDiff, NotLive> {
         let vip = vip_change(old.vip.as_ref(), new.vip.as_ref())?;
+        let announce = announce_change(old.announce.as_ref(), new.announce.as_ref())?;
         let listeners = ListenerChanges {
             added: new
                 .listen
@@ -141,6 +153,7 @@ impl ConfigDiff {
             health,
             dns,
             vip,
+            announce,
             metrics,
         })
     }
@@ -153,6 +166,7 @@ impl ConfigDiff {
             && self.health.is_empty()
             && !self.dns
             && self.vip == VipChange::Unchanged
+            && self.announce == AnnounceChange::Unchanged
             && self.metrics == MetricsChange::default()
     }
 }
@@ -198,6 +212,21 @@ fn vip_change(old: Option<&VipConfig>, new: Option<&VipConfig>) -> Result<VipCha
     })
 }
 
+/// Every key of the section applies live; adding or removing the section (switching a
+/// running host between announcing and not) needs a restart.
+fn announce_change(
+    old: Option<&AnnounceConfig>,
+    new: Option<&AnnounceConfig>,
+) -> Result<AnnounceChange, NotLive> {
+    match (old, new) {
+        (None, None) => Ok(AnnounceChange::Unchanged),
+        (Some(_), None) => Err(not_live("announce: the announce section was removed")),
+        (None, Some(_)) => Err(not_live("announce: an announce section was added")),
+        (Some(o), Some(n)) if o == n => Ok(AnnounceChange::Unchanged),
+        (Some(_), Some(n)) => Ok(AnnounceChange::Live(n.clone())),
+    }
+}
+
 fn not_live(what: &str) -> NotLive {
     NotLive {
         what: what.to_owned(),
@@ -222,6 +251,39 @@ mod tests {
 
     const VIP: &str =
         "vip: {interface: eth0, vrid: 51, priority: 150, addresses: [\"10.0.0.100/24\"]}\n";
+
+    #[test]
+    fn every_announce_key_is_live_and_the_section_itself_is_not() {
+        const A: &str = "announce: {addresses: [10.0.0.100]}\n";
+        assert!(diff(A, A).expect("live").is_empty());
+        for new in [
+            "announce: {addresses: [10.0.0.100, 10.0.0.101]}\n",
+            "announce: {addresses: [10.0.0.100], interface: dummy0}\n",
+            "announce: {addresses: [10.0.0.100], table: 101, protocol: 249}\n",
+            "announce: {addresses: [10.0.0.100], hold: 1s, withdrawDelay: 0s}\n",
+            "announce: {addresses: [10.0.0.100], track: {healthyBackendsBelow: 2}}\n",
+        ] {
+            let d = diff(A, new).expect("live");
+            assert_eq!(
+                d.announce,
+                AnnounceChange::Live(config(new).announce.expect("announce")),
+                "{new}"
+            );
+            let only = ConfigDiff {
+                announce: AnnounceChange::Unchanged,
+                ..d
+            };
+            assert!(only.is_empty(), "only the announce slice: {only:?}");
+        }
+        assert_eq!(
+            diff(A, "").expect_err("refused").to_string(),
+            "announce: the announce section was removed; restart apilb to apply it"
+        );
+        assert_eq!(
+            diff("", A).expect_err("refused").to_string(),
+            "announce: an announce section was added; restart apilb to apply it"
+        );
+    }
 
     #[test]
     fn the_same_config_changes_nothing() {

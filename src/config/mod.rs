@@ -5,6 +5,7 @@
 //! problem is collected and reported at once, each with its line, column and key path.
 //! Nothing here touches sockets or the environment.
 
+mod announce;
 mod check;
 pub mod diff;
 mod health;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use announce::*;
 pub use check::{Report, Summary, check};
 pub use health::*;
 use raw::{FileConfig, RawHealth};
@@ -83,6 +85,9 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// `vip`: VRRPv3 failover of the virtual addresses; `None` when the section is absent.
     pub vip: Option<VipConfig>,
+    /// `announce`: the VIPs as kernel routes for a BGP daemon; `None` when the section is
+    /// absent. Never together with `vip`.
+    pub announce: Option<AnnounceConfig>,
     /// `resolvers` and `dnsTtl`: how DNS-named backends are resolved.
     pub dns: DnsConfig,
 }
@@ -440,6 +445,14 @@ impl Checker {
         let metrics = raw.metrics.as_ref().and_then(|m| self.metrics(m));
         let dns = self.dns(raw.resolvers.as_deref(), &raw.dns_ttl);
         let vip = raw.vip.as_ref().map(|v| self.vip(v));
+        let announce = raw.announce.as_ref().map(|a| self.announce(a));
+        if raw.vip.is_some() && raw.announce.is_some() {
+            self.problem(
+                "announce",
+                "cannot be used together with `vip`: a host either holds the VIP by VRRP \
+                 (vip) or announces it as a route to BGP routers (announce); remove one",
+            );
+        }
         let balance = self.choice(raw.balance.as_ref(), "balance", Balance::NAMES);
         let max_connections = self.number(
             raw.max_connections.as_ref(),
@@ -520,6 +533,7 @@ impl Checker {
             metrics,
             dns,
             vip: vip.flatten(),
+            announce: announce.flatten(),
         })
     }
 

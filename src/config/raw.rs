@@ -45,6 +45,37 @@ pub struct FileConfig {
     pub dns_ttl: RawDnsTtl,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vip: Option<RawVip>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announce: Option<RawAnnounce>,
+}
+
+/// `announce:`: the VIPs as kernel routes that a routing daemon announces by BGP, while the
+/// proxy is healthy (instead of `vip:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAnnounce {
+    #[serde(default)]
+    pub addresses: Vec<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track: Option<RawAnnounceTrack>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdraw_delay: Option<Scalar>,
+}
+
+/// `announce.track:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAnnounceTrack {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_backends_below: Option<Scalar>,
 }
 
 /// `dnsTtl:`: bounds on how long a DNS answer is used before asking again.

@@ -140,7 +140,7 @@ fn bad_configs_get_exact_errors() {
         // 2. Unknown top-level key (a typo): reported, and so is what it leaves missing.
         (
             "listen: [\"127.0.0.1:6443\"]\nbackend: []\n",
-            "lb.yaml:1:1: backends: needs at least one backend\nlb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`",
+            "lb.yaml:1:1: backends: needs at least one backend\nlb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`, `announce`",
         ),
         // 3. Unknown key inside a backend.
         (
@@ -260,7 +260,7 @@ fn bad_configs_get_exact_errors() {
             "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - {name: a, address: \"10.0.0.300:6443\", wieght: 2}\nbalanse: round-robin\ntimeouts: {idle: 1 hour}\nmetrics: {}\n",
             "lb.yaml:3:24: backends[0].address: \"10.0.0.300:6443\" is not a valid address: \"10.0.0.300\" is not an IPv4 address\n\
              lb.yaml:3:43: backends[0]: unknown field `wieght`, expected one of `name`, `address`, `weight`, `health`\n\
-             lb.yaml:4:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`\n\
+             lb.yaml:4:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`, `announce`\n\
              lb.yaml:5:18: timeouts.idle: \"1 hour\" is not a duration: write it without spaces, with the units ms, s, m, h, d (e.g. 1h or 1h30m)\n\
              lb.yaml:6:1: metrics.listen: is required, e.g. \"127.0.0.1:9441\"",
         ),
@@ -463,4 +463,130 @@ fn metrics_tls_and_mtls() {
         "lb.yaml:3:37: metrics.tls.key: is required: the server certificate's private key (PEM)\n\
          lb.yaml:3:49: metrics.tls.cert: must not be empty"
     );
+}
+fn announce_section_parses_with_every_key() {
+    let src = format!(
+        "{VIP_HEAD}announce:\n  addresses: [\"10.0.0.100/32\", \"fd00::100/128\", 10.0.0.101]\n  interface: dummy0\n  table: 200\n  protocol: 250\n  track: {{healthyBackendsBelow: 2}}\n  hold: 500ms\n  withdrawDelay: 3s\n"
+    );
+    let a = Config::from_yaml(&src, "lb.yaml")
+        .expect("valid")
+        .announce
+        .expect("announce");
+    assert_eq!(
+        a,
+        AnnounceConfig {
+            addresses: vec![
+                "10.0.0.100".parse().expect("ip"),
+                "fd00::100".parse().expect("ip"),
+                "10.0.0.101".parse().expect("ip"),
+            ],
+            interface: "dummy0".into(),
+            table: 200,
+            protocol: 250,
+            healthy_backends_below: 2,
+            hold: Duration::from_millis(500),
+            withdraw_delay: Duration::from_secs(3),
+        }
+    );
+}
+
+#[test]
+fn announce_defaults_are_the_named_constants() {
+    let src = format!("{VIP_HEAD}announce: {{addresses: [10.0.0.100]}}\n");
+    let a = Config::from_yaml(&src, "lb.yaml")
+        .expect("valid")
+        .announce
+        .expect("announce");
+    assert_eq!(a.interface, DEFAULT_ANNOUNCE_INTERFACE);
+    assert_eq!(a.table, DEFAULT_ANNOUNCE_TABLE);
+    assert_eq!(a.protocol, DEFAULT_ANNOUNCE_PROTOCOL);
+    assert_eq!(a.healthy_backends_below, DEFAULT_ANNOUNCE_BELOW);
+    assert_eq!(a.hold, DEFAULT_ANNOUNCE_HOLD);
+    assert_eq!(a.withdraw_delay, DEFAULT_WITHDRAW_DELAY);
+    assert!(
+        Config::from_yaml(VIP_HEAD, "x")
+            .expect("valid")
+            .announce
+            .is_none()
+    );
+}
+
+/// The section survives a serialize/parse round trip (`apilb bootstrap` writes it).
+#[test]
+fn announce_section_round_trips_through_the_raw_schema() {
+    let src = format!(
+        "{VIP_HEAD}announce:\n  addresses: [\"10.0.0.100/32\"]\n  table: 100\n  protocol: 248\n  track: {{healthyBackendsBelow: 1}}\n  hold: 2s\n  withdrawDelay: 2s\n"
+    );
+    let raw: raw::FileConfig = serde_yaml::from_str(&src).expect("raw");
+    let written = serde_yaml::to_string(&raw).expect("serialize");
+    assert!(written.contains("withdrawDelay: 2s"), "{written}");
+    assert!(written.contains("healthyBackendsBelow: 1"), "{written}");
+    assert_eq!(
+        Config::from_yaml(&written, "written").expect("valid"),
+        Config::from_yaml(&src, "lb.yaml").expect("valid")
+    );
+}
+
+/// Each bad `announce:` section and the exact report it gets.
+#[test]
+fn bad_announce_sections_get_exact_errors() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "announce: {addresses: []}\n",
+            "lb.yaml:3:23: announce.addresses: needs at least one address, e.g. [\"10.0.0.100/32\"]",
+        ),
+        (
+            "announce: {addresses: [10.0.0.100/24, \"fd00::1/64\", 10.0.0.300, 224.0.0.18, 127.0.0.1, 10.0.0.101, 10.0.0.101/32]}\n",
+            "lb.yaml:3:24: announce.addresses[0]: \"10.0.0.100/24\" is not a host address: announce /32 (IPv4) or /128 (IPv6)\n\
+             lb.yaml:3:39: announce.addresses[1]: \"fd00::1/64\" is not a host address: announce /32 (IPv4) or /128 (IPv6)\n\
+             lb.yaml:3:53: announce.addresses[2]: \"10.0.0.300\" is not a valid address: \"10.0.0.300\" is not an IP address\n\
+             lb.yaml:3:65: announce.addresses[3]: 224.0.0.18 cannot be announced\n\
+             lb.yaml:3:77: announce.addresses[4]: 127.0.0.1 cannot be announced\n\
+             lb.yaml:3:100: announce.addresses[6]: 10.0.0.101 is listed twice",
+        ),
+        (
+            "announce:\n  addresses: [10.0.0.100]\n  interface: \"my/lo\"\n  table: 254\n  protocol: 12\n",
+            "lb.yaml:5:14: announce.interface: \"my/lo\" is not an interface name (1-15 characters, no /)\n\
+             lb.yaml:6:10: announce.table: 254 is the kernel's main table; use a table of apilb's own, e.g. 100\n\
+             lb.yaml:7:13: announce.protocol: 12 is the protocol number of bird routes; use one of apilb's own, e.g. 248",
+        ),
+        (
+            "announce:\n  addresses: [10.0.0.100]\n  table: 0\n  protocol: 256\n  hold: 2\n  withdrawDelay: soon\n",
+            "lb.yaml:5:10: announce.table: 0 is out of range (1 to 4294967295)\n\
+             lb.yaml:6:13: announce.protocol: 256 is out of range (0 to 255)\n\
+             lb.yaml:7:9: announce.hold: \"2\" is not a duration: it has no unit (write e.g. 2s or 2ms)\n\
+             lb.yaml:8:18: announce.withdrawDelay: \"soon\" is not a duration: write a number and a unit, e.g. 3s, 250ms or 1h30m",
+        ),
+        (
+            "announce: {addresses: [10.0.0.100], table: 253, protocol: 2, track: {}}\n",
+            "lb.yaml:3:44: announce.table: 253 is the kernel's default table; use a table of apilb's own, e.g. 100\n\
+             lb.yaml:3:59: announce.protocol: 2 is the protocol number of kernel routes; use one of apilb's own, e.g. 248\n\
+             lb.yaml:3:62: announce.track.healthyBackendsBelow: is required, e.g. 1",
+        ),
+        (
+            "announce: {addresses: [10.0.0.100], track: {healthyBackendsBelow: 0, weight: 10}}\n",
+            "lb.yaml:3:67: announce.track.healthyBackendsBelow: 0 is out of range (1 to 10000)\n\
+             lb.yaml:3:70: announce.track: unknown field `weight`, expected `healthyBackendsBelow`",
+        ),
+        (
+            "announce: {addresses: [10.0.0.100], vrid: 51}\n",
+            "lb.yaml:3:37: announce: unknown field `vrid`, expected one of `addresses`, `interface`, `table`, `protocol`, `track`, `hold`, `withdrawDelay`",
+        ),
+        (
+            "announce: {interface: lo}\n",
+            "lb.yaml:3:1: announce.addresses: needs at least one address, e.g. [\"10.0.0.100/32\"]",
+        ),
+        (
+            "vip: {interface: eth0, vrid: 51, addresses: [10.0.0.100/24]}\nannounce: {addresses: [10.0.0.100/32]}\n",
+            "lb.yaml:4:11: announce: cannot be used together with `vip`: a host either holds the VIP by VRRP (vip) or announces it as a route to BGP routers (announce); remove one",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (tail, want)) in cases.iter().enumerate() {
+        let got = problems(&format!("{VIP_HEAD}{tail}"));
+        if got != *want {
+            failures.push(format!("case {}:\n  want: {want}\n  got:  {got}", i + 1));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

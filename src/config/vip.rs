@@ -113,7 +113,7 @@ impl Checker {
         let iface_ok = if raw.interface.is_none() {
             self.problem("vip.interface", "is required, e.g. eth0");
             false
-        } else if interface.is_empty() || interface.len() > 15 || interface.contains('/') {
+        } else if !is_interface_name(&interface) {
             self.problem(
                 "vip.interface",
                 format!("\"{interface}\" is not an interface name (1-15 characters, no /)"),
@@ -254,6 +254,12 @@ impl Checker {
             hold: hold.unwrap_or(DEFAULT_TRACK_HOLD),
         })
     }
+}
+
+/// Whether `name` can be a Linux interface name: 1-15 characters, no `/` (the message for a
+/// bad one is "is not an interface name (1-15 characters, no /)").
+pub(super) fn is_interface_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 15 && !name.contains('/')
 }
 
 /// Why a text is not a virtual address.

@@ -34,12 +34,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminSettings, AdminState};
+use crate::announce::Announcer;
 use crate::backend::BackendSet;
 use crate::backend::dns::{DnsWatcher, OnAnswer};
 use crate::config::Config;
 use crate::health::probe::TlsError;
 use crate::health::task::{Checks, TlsConfigs, load_tls};
-use crate::metrics::{Metrics, VipMetrics};
+use crate::metrics::{AnnounceMetrics, Metrics, VipMetrics};
 use crate::proxy::{Proxy, ShutdownReport};
 use crate::vip::Vip;
 
@@ -121,6 +122,9 @@ pub enum Error {
     /// The `metrics.tls` files are missing or bad.
     #[error(transparent)]
     AdminTls(#[from] admin::tls::TlsError),
+    /// Route announcement cannot start (the host does not fit, or netlink failed).
+    #[error(transparent)]
+    Announce(#[from] crate::announce::Error),
     /// The metrics address could not be bound.
     #[error("metrics.listen: cannot listen on {address}")]
     MetricsBind {
@@ -152,6 +156,7 @@ impl Error {
         match self {
             Error::HealthTls(_) | Error::AdminTls(_) => true,
             Error::Vip(e) => e.is_config(),
+            Error::Announce(e) => e.is_config(),
             _ => false,
         }
     }
@@ -202,6 +207,7 @@ pub struct Server {
     checks: Arc<Checks>,
     dns: DnsWatcher,
     vip: Option<Arc<Vip>>,
+    announcer: Option<Arc<Announcer>>,
     admin_state: Arc<AdminState>,
     admin: StdMutex<Option<AdminRun>>,
     /// The check TLS files' bytes at the last (re)load.
@@ -224,6 +230,9 @@ impl Server {
         if let Some(v) = &config.vip {
             crate::vip::task::check_host(v).await?;
         }
+        if let Some(a) = &config.announce {
+            crate::announce::check_host(a).await?;
+        }
         let tls = load_tls_blocking(&config).await.map_err(Error::HealthTls)?;
         let tls_material = reload::tls_material(&config).await;
         let admin_tls = load_admin_tls(&config).await?;
@@ -244,6 +253,10 @@ impl Server {
         let metrics = Metrics::new(&registry)?;
         let vip_metrics = match &config.vip {
             Some(_) => Some(VipMetrics::new(&registry)?),
+            None => None,
+        };
+        let announce_metrics = match &config.announce {
+            Some(_) => Some(AnnounceMetrics::new(&registry)?),
             None => None,
         };
         let (set, events) = BackendSet::new(&config.backends);
@@ -297,6 +310,24 @@ impl Server {
             },
             _ => None,
         };
+        // Beside the VIP (never together: the config refuses both), on the same view.
+        let announcer = match (config.announce.clone(), announce_metrics) {
+            (Some(a), Some(am)) => {
+                match Announcer::start(a, backends.subscribe(), am, &tracker, root.child_token())
+                    .await
+                {
+                    Ok(a) => Some(Arc::new(a)),
+                    Err(e) => {
+                        proxy.shutdown(Duration::ZERO).await;
+                        root.cancel();
+                        tracker.close();
+                        tracker.wait().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ => None,
+        };
 
         let admin_state = Arc::new(AdminState {
             proxy: Arc::clone(&proxy),
@@ -304,6 +335,7 @@ impl Server {
             registry: registry.clone(),
             metrics: metrics.clone(),
             vip: vip.clone(),
+            announcer: announcer.clone(),
             settings: ArcSwap::from_pointee(AdminSettings::of(&config)),
             tls: arc_swap::ArcSwapOption::new(admin_tls),
         });
@@ -317,6 +349,7 @@ impl Server {
             checks,
             dns,
             vip,
+            announcer,
             admin_state,
             admin: StdMutex::new(None),
             tls_material: StdMutex::new(tls_material),
@@ -388,6 +421,11 @@ impl Server {
         self.vip.as_deref()
     }
 
+    /// The route announcer, when the config has an `announce` section.
+    pub fn announcer(&self) -> Option<&Announcer> {
+        self.announcer.as_deref()
+    }
+
     /// The config running now.
     pub async fn config(&self) -> Config {
         self.config.lock().await.clone()
@@ -401,11 +439,13 @@ impl Server {
             match controls.recv().await {
                 Some(Control::Reload) => self.reload_from_file().await,
                 Some(Control::Shutdown) | None => break,
-                Some(Control::Quit) => return self.stop(Duration::ZERO, None::<NoControls>).await,
+                Some(Control::Quit) => {
+                    return self.stop(Duration::ZERO, None::<NoControls>, true).await;
+                }
             }
         }
         let drain = self.config.lock().await.timeouts.drain;
-        self.stop(drain, Some(controls)).await
+        self.stop(drain, Some(controls), false).await
     }
 
     /// After the first round of checks (bounded by the slowest first check): READY=1, the
@@ -473,15 +513,24 @@ impl Server {
 
     /// Shut down in the HA order with up to `drain` for established connections.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
-        self.stop(drain, None::<NoControls>).await
+        self.stop(drain, None::<NoControls>, false).await
     }
 
-    async fn stop<C: Controls>(&self, drain: Duration, mut controls: Option<C>) -> ShutdownReport {
+    /// The HA order; `cut` (a second stop signal came first) skips `announce.withdrawDelay`.
+    async fn stop<C: Controls>(
+        &self,
+        drain: Duration,
+        mut controls: Option<C>,
+        cut: bool,
+    ) -> ShutdownReport {
         self.notifier.stopping(&format!(
             "draining {} connections for up to {}",
             self.proxy.active_connections(),
             humantime::format_duration(drain)
         ));
+        if let Some(a) = &self.announcer {
+            self.withdraw_routes(a, &mut controls, cut).await;
+        }
         if let Some(v) = &self.vip {
             self.release_vip(v, drain).await;
         }
@@ -550,6 +599,52 @@ impl Server {
             "shutting down: releasing the VIP first"
         );
         vip.shutdown().await;
+    }
+
+    /// The routes go first, so routers send new flows to the other LB hosts; then
+    /// `announce.withdrawDelay` passes while this host still serves what arrives, so the
+    /// routers converge before the listeners close. A second stop signal ends the wait.
+    async fn withdraw_routes<C: Controls>(
+        &self,
+        announcer: &Announcer,
+        controls: &mut Option<C>,
+        cut: bool,
+    ) {
+        announcer.withdraw().await;
+        let delay = if cut {
+            Duration::ZERO
+        } else {
+            announcer.config().withdraw_delay
+        };
+        tracing::info!(
+            delay = %humantime::format_duration(delay),
+            connections = self.proxy.active_connections(),
+            "shutting down: routes withdrawn first; waiting withdrawDelay before draining"
+        );
+        let waited = tokio::time::sleep(delay);
+        tokio::pin!(waited);
+        loop {
+            let next = async {
+                match controls.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut waited => return,
+                c = next => match c {
+                    Some(Control::Quit) => {
+                        tracing::warn!("second stop signal: not waiting withdrawDelay");
+                        // Handled again by the drain: it cuts every connection.
+                        self.proxy.cut_now();
+                        return;
+                    }
+                    Some(Control::Reload) => tracing::warn!("reload ignored: shutting down"),
+                    Some(Control::Shutdown) => {}
+                    None => *controls = None,
+                },
+            }
+        }
     }
 
     /// Wait until no connection is open, polling every millisecond, for at most `limit`;

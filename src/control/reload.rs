@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use super::{Server, bind_admin, load_admin_tls, load_tls_blocking, on_answer};
 use crate::admin::AdminSettings;
 use crate::backend::BackendChanges;
-use crate::config::diff::{ConfigDiff, NotLive, VipChange};
+use crate::config::diff::{AnnounceChange, ConfigDiff, NotLive, VipChange};
 use crate::config::{self, CheckKind, Config};
 use crate::errors::chain;
 use crate::health::probe::TlsError;
@@ -32,6 +32,9 @@ pub enum ReloadError {
     /// A new listen address could not be bound.
     #[error(transparent)]
     Bind(#[from] crate::proxy::Error),
+    /// The new `announce` section does not fit the host.
+    #[error(transparent)]
+    Announce(#[from] crate::announce::Error),
     /// The new metrics address could not be bound.
     #[error("metrics.listen: cannot listen on {address}")]
     MetricsBind {
@@ -112,6 +115,9 @@ impl Server {
                 restart.push(name);
             }
         }
+        if let AnnounceChange::Live(a) = &diff.announce {
+            crate::announce::check_host(a).await?;
+        }
         let bound = self.proxy.bind(&diff.listeners.added, &new)?;
         let admin_listener = match (&new.metrics, diff.metrics.rebind) {
             (Some(m), true) => {
@@ -155,6 +161,9 @@ impl Server {
             vip.reload(v.clone()).await;
         }
         self.admin_state.tls.store(admin_tls);
+        if let (AnnounceChange::Live(a), Some(announcer)) = (&diff.announce, &self.announcer) {
+            announcer.reload(a.clone()).await;
+        }
         if diff.metrics.settings {
             self.admin_state
                 .settings

@@ -3,7 +3,8 @@
 //!
 //! - [`packet`]: the advert codec (pure).
 //! - [`fsm`]: the RFC state machine plus tracking (pure: time in, actions out).
-//! - `net`: the only privileged code: raw sockets, rtnetlink, ARP/NA frames.
+//! - `net`: the privileged sockets: raw VRRP sockets, ARP/NA frames (addresses go through
+//!   [`crate::netlink`]).
 //! - [`task`]: the tokio task that feeds packets, timers and the healthy-backend count to the
 //!   FSM and carries out its actions; [`Vip`] is its handle.
 //!
@@ -66,6 +67,23 @@ pub enum Error {
     },
 }
 
+impl From<crate::netlink::Error> for Error {
+    fn from(e: crate::netlink::Error) -> Self {
+        match e {
+            crate::netlink::Error::NoInterface(name) => Error::NoInterface(name),
+            crate::netlink::Error::Request {
+                interface,
+                what,
+                error,
+            } => Error::Netlink {
+                interface,
+                what,
+                error,
+            },
+        }
+    }
+}
+
 impl Error {
     /// Whether the config (or the host it meets) is at fault, rather than the runtime: such
     /// errors exit with the config exit code.
@@ -74,20 +92,7 @@ impl Error {
     }
 }
 
-/// What the kernel says about the VIP's interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interface {
-    /// Name.
-    pub name: String,
-    /// ifindex.
-    pub index: u32,
-    /// Hardware address (zero if none).
-    pub mac: [u8; 6],
-    /// Administratively up with carrier.
-    pub up: bool,
-    /// Every address on it, primary first as the kernel lists them.
-    pub addresses: Vec<VipAddress>,
-}
+pub use crate::netlink::Interface;
 
 /// Check that `cfg` can work on `iface` (pure): every virtual address lies on a subnet of one
 /// of the interface's own addresses, and there is a source address for each family in use
@@ -166,7 +171,7 @@ pub fn check_interface(
 }
 
 /// Whether `a` and `b` share the first `prefix` bits.
-fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
+pub(crate) fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
     match (a, b) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
             let mask = u32::MAX

@@ -1,16 +1,11 @@
-//! The only privileged code of the VIP: raw VRRP sockets (CAP_NET_RAW), address changes
-//! through rtnetlink (CAP_NET_ADMIN), and gratuitous ARP / unsolicited NA frames
-//! (CAP_NET_RAW). Everything here is called from [`super::task`]; nothing decides anything.
+//! The privileged sockets of the VIP: raw VRRP sockets (CAP_NET_RAW) and gratuitous ARP /
+//! unsolicited NA frames (CAP_NET_RAW). Address changes go through [`crate::netlink`]
+//! (CAP_NET_ADMIN). Everything here is called from [`super::task`]; nothing decides anything.
 
 use std::io::{self, Read as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
-use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
-};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
@@ -22,131 +17,6 @@ use crate::config::{ChecksumStyle, VipAddress, VipConfig};
 const TOS_NETWORK_CONTROL: u32 = 0xc0;
 /// ETH_P_ARP.
 const ETH_P_ARP: u16 = 0x0806;
-
-/// Open rtnetlink: the connection (a future the caller drives while the handle is used)
-/// and the handle requests go through.
-pub(crate) fn netlink() -> io::Result<(impl Future<Output = ()> + Send + 'static, rtnetlink::Handle)>
-{
-    let (conn, handle, _) = rtnetlink::new_connection()?;
-    Ok((conn, handle))
-}
-
-/// What the kernel says about `name`: index, MAC, addresses, whether it is up.
-pub(crate) async fn interface(handle: &rtnetlink::Handle, name: &str) -> Result<Interface, Error> {
-    let wrap = |e: rtnetlink::Error| Error::Netlink {
-        interface: name.to_owned(),
-        what: "reading the interface",
-        error: io::Error::other(e.to_string()),
-    };
-    let link = handle
-        .link()
-        .get()
-        .match_name(name.to_owned())
-        .execute()
-        .try_next()
-        .await
-        .map_err(|_| Error::NoInterface(name.to_owned()))?
-        .ok_or_else(|| Error::NoInterface(name.to_owned()))?;
-    let index = link.header.index;
-    let up =
-        link.header.flags.contains(LinkFlags::Up) && link.header.flags.contains(LinkFlags::LowerUp);
-    let mut mac = [0u8; 6];
-    for attr in &link.attributes {
-        if let LinkAttribute::Address(bytes) = attr {
-            if bytes.len() == 6 {
-                mac.copy_from_slice(bytes);
-            }
-        }
-    }
-    let mut addresses = Vec::new();
-    let mut stream = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
-    while let Some(msg) = stream.try_next().await.map_err(wrap)? {
-        if let Some(ip) = address_of(&msg) {
-            addresses.push(VipAddress {
-                ip,
-                prefix: msg.header.prefix_len,
-            });
-        }
-    }
-    Ok(Interface {
-        name: name.to_owned(),
-        index,
-        mac,
-        up,
-        addresses,
-    })
-}
-
-fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
-    // IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS otherwise.
-    let mut addr = None;
-    for a in &msg.attributes {
-        match a {
-            AddressAttribute::Local(ip) => return Some(*ip),
-            AddressAttribute::Address(ip) => addr = Some(*ip),
-            _ => {}
-        }
-    }
-    addr
-}
-
-/// Add `addrs` to interface `index` (an address already there is fine).
-pub(crate) async fn add_addresses(
-    handle: &rtnetlink::Handle,
-    iface: &Interface,
-    addrs: &[VipAddress],
-) -> Result<(), Error> {
-    for a in addrs {
-        let mut req = handle.address().add(iface.index, a.ip, a.prefix).replace();
-        if a.ip.is_ipv6() {
-            // No duplicate address detection: a VIP is shared by design (a crashed master
-            // may still hold it), and DAD would leave it tentative, then failed and unusable.
-            // keepalived adds IPv6 VIPs the same way.
-            let msg = req.message_mut();
-            msg.header.flags |= AddressHeaderFlags::Nodad;
-            msg.attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        if let Err(e) = req.execute().await {
-            return Err(Error::Netlink {
-                interface: iface.name.clone(),
-                what: "adding a virtual address",
-                error: io::Error::other(format!("{a}: {e}")),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Remove `addrs` from interface `index` if present.
-pub(crate) async fn remove_addresses(
-    handle: &rtnetlink::Handle,
-    iface: &Interface,
-    addrs: &[VipAddress],
-) -> Result<(), Error> {
-    for a in addrs {
-        let mut found = handle
-            .address()
-            .get()
-            .set_link_index_filter(iface.index)
-            .set_address_filter(a.ip)
-            .execute();
-        while let Ok(Some(msg)) = found.try_next().await {
-            if let Err(e) = handle.address().del(msg).execute().await {
-                return Err(Error::Netlink {
-                    interface: iface.name.clone(),
-                    what: "removing a virtual address",
-                    error: io::Error::other(format!("{a}: {e}")),
-                });
-            }
-        }
-    }
-    Ok(())
-}
 
 /// The VRRP sockets of one instance: a send and a receive socket per address family in use.
 #[derive(Debug)]

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::fsm::{Action, Event, Fsm, Params, Reason, State};
-use super::net::{self, Sockets};
+use super::net::Sockets;
 use super::packet::{Advert, Invalid, Received};
 use super::{Error, Interface, check_interface};
 use crate::backend::View;
@@ -94,7 +94,7 @@ impl Vip {
         metrics: VipMetrics,
         tracker: &TaskTracker,
     ) -> Result<Vip, Error> {
-        let (conn, handle) = net::netlink().map_err(|error| Error::Netlink {
+        let (conn, handle) = crate::netlink::connect().map_err(|error| Error::Netlink {
             interface: cfg.interface.clone(),
             what: "opening rtnetlink",
             error,
@@ -112,7 +112,7 @@ impl Vip {
             });
         }
         let conn_guard = conn_stop.drop_guard();
-        let iface = net::interface(&handle, &cfg.interface).await?;
+        let iface = crate::netlink::interface(&handle, &cfg.interface).await?;
         let (src4, src6) = check_interface(&cfg, &iface)?;
         let sockets = Sockets::open(&cfg, &iface, src4, src6)?;
         let local = src4
@@ -194,13 +194,14 @@ impl Vip {
 /// Check `cfg` against the host without starting anything: the interface exists and the
 /// addresses fit its subnets.
 pub async fn check_host(cfg: &VipConfig) -> Result<(), Error> {
-    let (conn, handle) = net::netlink().map_err(|error| Error::Netlink {
+    let (conn, handle) = crate::netlink::connect().map_err(|error| Error::Netlink {
         interface: cfg.interface.clone(),
         what: "opening rtnetlink",
         error,
     })?;
     // The connection is driven here, beside the one request: nothing outlives the check.
-    let iface = crate::http::drive(conn, net::interface(&handle, &cfg.interface)).await?;
+    let iface =
+        crate::http::drive(conn, crate::netlink::interface(&handle, &cfg.interface)).await?;
     check_interface(cfg, &iface).map(|_| ())
 }
 
@@ -407,8 +408,12 @@ impl Runner {
             match act {
                 Action::SendAdvert { priority } => self.send(priority),
                 Action::AddAddresses => {
-                    if let Err(e) =
-                        net::add_addresses(&self.handle, &self.iface, &self.cfg.addresses).await
+                    if let Err(e) = crate::netlink::add_addresses(
+                        &self.handle,
+                        &self.iface,
+                        &self.cfg.addresses,
+                    )
+                    .await
                     {
                         self.metrics
                             .address_errors
@@ -421,8 +426,12 @@ impl Runner {
                     }
                 }
                 Action::RemoveAddresses => {
-                    if let Err(e) =
-                        net::remove_addresses(&self.handle, &self.iface, &self.cfg.addresses).await
+                    if let Err(e) = crate::netlink::remove_addresses(
+                        &self.handle,
+                        &self.iface,
+                        &self.cfg.addresses,
+                    )
+                    .await
                     {
                         self.metrics
                             .address_errors

@@ -44,7 +44,7 @@ fn an_unknown_key_hides_no_other_problem() {
             "{p}:3:24: backends[0].address: \"10.0.0.300:6443\" is not a valid address: \"10.0.0.300\" is not an IPv4 address\n\
              {p}:4:5: backends[1].address: is required\n\
              {p}:4:15: backends[1]: unknown field `adress`, expected one of `name`, `address`, `weight`, `health`\n\
-             {p}:5:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`\n\
+             {p}:5:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`, `announce`\n\
              {p}:6:18: timeouts.idle: \"5\" is not a duration: it has no unit (write e.g. 5s or 5ms)\n"
         )
     );
@@ -250,7 +250,7 @@ fn cluster_description_problems_have_the_same_format() {
         stderr(&out),
         format!(
             "{p}:6:5: masters[1].address: is required\n\
-             {p}:6:22: masters[1]: unknown field `adress`, expected one of `name`, `address`, `certSANs`\n\
+             {p}:6:22: masters[1]: unknown field `adress`, expected one of `name`, `address`, `certSANs`, `asn`\n\
              {p}:7:19: pki.caValidity: \"1 year\" is not a duration: write it without spaces, with the units ms, s, m, h, d (e.g. 1h or 1h30m)\n"
         )
     );

@@ -14,7 +14,7 @@
 //! `APILB_LAB_LOG=apilb=debug` sets the LBs' log filter.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,22 +30,22 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use crate::support::netns::{self, Lab, VIP, http_get_in, node_ip};
 use crate::support::{LbProcess, apilb_cmd, have_tool};
 
-const PORT: u16 = 6443;
+pub(crate) const PORT: u16 = 6443;
 const LB: [u8; 2] = [1, 2];
 const MASTERS: [u8; 3] = [3, 4, 5];
 const CLIENT: u8 = 6;
-const ADMIN: &str = "127.0.0.1:9441";
+pub(crate) const ADMIN: &str = "127.0.0.1:9441";
 /// Bound of one load-loop request (connect, TLS, answer).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Load-loop threads, and their pause between requests.
 const WORKERS: usize = 2;
 const PAUSE: Duration = Duration::from_millis(10);
 /// The kubectl outcome "an apiserver answered that it is not ready".
 const NOT_READY: &str = "kubectl: answered, not ready";
 /// Longest any single wait of the lab.
-const LIMIT: Duration = Duration::from_secs(20);
+pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 /// How long each drill keeps measuring after the LB noticed.
-const AFTER: Duration = Duration::from_secs(3);
+pub(crate) const AFTER: Duration = Duration::from_secs(3);
 /// A request that starts after a VIP move and takes this long or more met a host without the
 /// address: its SYN waited out TCP's 1 s initial retransmission timeout (such requests take
 /// ~10-20 ms otherwise).
@@ -53,7 +53,12 @@ const STALL_BOUND: Duration = Duration::from_millis(900);
 /// `health.slowStart` in the lab (bootstrap leaves the 30 s default).
 const SLOW_START: Duration = Duration::from_secs(6);
 
-fn master_name(i: usize) -> String {
+/// The VRRP lab's VIP and port.
+fn vip_target() -> SocketAddr {
+    SocketAddr::from((VIP, PORT))
+}
+
+pub(crate) fn master_name(i: usize) -> String {
     format!("master-{}", i + 1)
 }
 
@@ -93,13 +98,13 @@ fn lb_yaml(out: &Path, host: &str) -> String {
 }
 
 /// A process in a lab namespace, its stderr collected; killed on drop.
-struct NsProc {
+pub(crate) struct NsProc {
     child: Child,
     log: Arc<Mutex<String>>,
 }
 
 impl NsProc {
-    fn spawn(lab: &Lab, node: u8, tag: &str, args: &[&str]) -> NsProc {
+    pub(crate) fn spawn(lab: &Lab, node: u8, tag: &str, args: &[&str]) -> NsProc {
         let mut child = lab
             .command(node, env!("CARGO_BIN_EXE_apilb"))
             .args(args)
@@ -124,7 +129,7 @@ impl NsProc {
         NsProc { child, log }
     }
 
-    fn signal(&self, sig: Signal) {
+    pub(crate) fn signal(&self, sig: Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, sig).expect("send signal");
     }
@@ -133,7 +138,7 @@ impl NsProc {
         self.child.try_wait().expect("try_wait").is_some()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
     }
 }
@@ -145,7 +150,7 @@ impl Drop for NsProc {
     }
 }
 
-fn start_master(lab: &Lab, out: &Path, i: usize) -> NsProc {
+pub(crate) fn start_master(lab: &Lab, out: &Path, i: usize) -> NsProc {
     let name = master_name(i);
     let listen = SocketAddr::from((node_ip(MASTERS[i]), PORT)).to_string();
     let pki = out.join(&name).join("pki");
@@ -185,7 +190,7 @@ fn start_lb(lab: &Lab, out: &Path, k: usize) -> LbProcess {
 }
 
 /// Poll every 20 ms (bounded); how long it took.
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     loop {
         if cond() {
@@ -197,7 +202,7 @@ fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Dura
 }
 
 /// A backend's state in the LB on `node` (its /status), e.g. "up", "drain", "down".
-fn backend_state(lab: &Lab, node: u8, name: &str) -> String {
+pub(crate) fn backend_state(lab: &Lab, node: u8, name: &str) -> String {
     let body = http_get_in(&lab.ns(node), ADMIN.parse().expect("addr"), "/status");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     v["backends"]
@@ -212,23 +217,29 @@ fn backend_state(lab: &Lab, node: u8, name: &str) -> String {
 
 /// One finished request of the client.
 #[derive(Debug, Clone)]
-struct Record {
-    start: Instant,
-    end: Instant,
-    kubectl: bool,
+pub(crate) struct Record {
+    pub(crate) start: Instant,
+    pub(crate) end: Instant,
+    pub(crate) kubectl: bool,
     /// The stand-in that answered, or why it failed.
-    result: Result<String, String>,
+    pub(crate) result: Result<String, String>,
 }
 
 /// The client's load loop and periodic kubectl, in the client namespace; stopped on drop.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     records: Arc<Mutex<Vec<Record>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Load {
-    fn start(lab: &Lab, tls: Arc<rustls::ClientConfig>, kubeconfig: PathBuf) -> Load {
+    /// Load against `target` (the VIP and port) from the client namespace.
+    pub(crate) fn start(
+        lab: &Lab,
+        tls: Arc<rustls::ClientConfig>,
+        kubeconfig: PathBuf,
+        target: SocketAddr,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let records = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
@@ -245,7 +256,7 @@ impl Load {
                 nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
-                    let result = version(&tls);
+                    let result = version(&tls, target);
                     let end = Instant::now();
                     records.lock().expect("records").push(Record {
                         start,
@@ -305,7 +316,7 @@ impl Load {
         }
     }
 
-    fn records(&self) -> Vec<Record> {
+    pub(crate) fn records(&self) -> Vec<Record> {
         self.records.lock().expect("records").clone()
     }
 }
@@ -319,9 +330,9 @@ impl Drop for Load {
     }
 }
 
-/// One `GET /version` through the VIP on a new TCP + TLS connection, within
+/// One `GET /version` to `addr` (the VIP) on a new TCP + TLS connection, within
 /// [`REQUEST_TIMEOUT`]; the `servedBy` of the answer.
-fn version(tls: &Arc<rustls::ClientConfig>) -> Result<String, String> {
+pub(crate) fn version(tls: &Arc<rustls::ClientConfig>, addr: SocketAddr) -> Result<String, String> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let left = || {
         deadline
@@ -329,13 +340,10 @@ fn version(tls: &Arc<rustls::ClientConfig>) -> Result<String, String> {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| "timeout".to_owned())
     };
-    let addr = SocketAddr::from((VIP, PORT));
     let tcp = TcpStream::connect_timeout(&addr, left()?).map_err(|e| format!("connect: {e}"))?;
-    let conn = rustls::ClientConnection::new(
-        Arc::clone(tls),
-        ServerName::IpAddress(IpAddr::V4(VIP).into()),
-    )
-    .map_err(|e| e.to_string())?;
+    let conn =
+        rustls::ClientConnection::new(Arc::clone(tls), ServerName::IpAddress(addr.ip().into()))
+            .map_err(|e| e.to_string())?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
     s.sock
         .set_write_timeout(Some(left()?))
@@ -344,8 +352,7 @@ fn version(tls: &Arc<rustls::ClientConfig>) -> Result<String, String> {
         .set_read_timeout(Some(left()?))
         .map_err(|e| e.to_string())?;
     s.write_all(
-        format!("GET /version HTTP/1.1\r\nHost: {VIP}:{PORT}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
+        format!("GET /version HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .map_err(|e| format!("tls handshake or write: {e}"))?;
     let mut buf = Vec::new();
@@ -385,8 +392,9 @@ fn version(tls: &Arc<rustls::ClientConfig>) -> Result<String, String> {
     }
 }
 
-/// TLS as kubectl does it with `admin.conf`: the cluster CA and the admin client certificate.
-fn client_tls(kubeconfig: &Path) -> Arc<rustls::ClientConfig> {
+/// TLS as kubectl does it with `admin.conf` (whose server is `https://{target}`): the
+/// cluster CA and the admin client certificate.
+pub(crate) fn client_tls(kubeconfig: &Path, target: SocketAddr) -> Arc<rustls::ClientConfig> {
     let v: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(kubeconfig).expect("admin.conf"))
             .expect("admin.conf yaml");
@@ -400,7 +408,7 @@ fn client_tls(kubeconfig: &Path) -> Arc<rustls::ClientConfig> {
         .expect("server");
     assert_eq!(
         server,
-        format!("https://{VIP}:{PORT}"),
+        format!("https://{target}"),
         "admin.conf points at the VIP"
     );
     let ca = b64(&v["clusters"][0]["cluster"]["certificate-authority-data"]);
@@ -426,38 +434,38 @@ fn client_tls(kubeconfig: &Path) -> Arc<rustls::ClientConfig> {
 }
 
 /// One drill's time marks.
-struct Drill {
-    n: u8,
-    what: String,
+pub(crate) struct Drill {
+    pub(crate) n: u8,
+    pub(crate) what: String,
     /// When the failure was caused.
-    t0: Instant,
+    pub(crate) t0: Instant,
     /// When the LB side noticed (VIP moved, backend state changed).
-    detected: Instant,
+    pub(crate) detected: Instant,
     /// End of the measurement window.
-    end: Instant,
-    note: String,
+    pub(crate) end: Instant,
+    pub(crate) note: String,
 }
 
 /// One row of the table.
-struct Row {
-    n: u8,
-    what: String,
-    requests: usize,
-    failed: usize,
-    failed_after_detection: usize,
+pub(crate) struct Row {
+    pub(crate) n: u8,
+    pub(crate) what: String,
+    pub(crate) requests: usize,
+    pub(crate) failed: usize,
+    pub(crate) failed_after_detection: usize,
     /// Load requests started after detection that took [`STALL_BOUND`] or more (a SYN
     /// that met no host with the address waits out TCP's 1 s initial timeout).
-    slow_after_detection: usize,
-    gap: Duration,
-    detect: Duration,
-    kubectl_ok: usize,
-    kubectl_not_ready: usize,
-    kubectl_failed: usize,
-    note: String,
-    errors: Vec<String>,
+    pub(crate) slow_after_detection: usize,
+    pub(crate) gap: Duration,
+    pub(crate) detect: Duration,
+    pub(crate) kubectl_ok: usize,
+    pub(crate) kubectl_not_ready: usize,
+    pub(crate) kubectl_failed: usize,
+    pub(crate) note: String,
+    pub(crate) errors: Vec<String>,
 }
 
-fn row(d: &Drill, records: &[Record]) -> Row {
+pub(crate) fn row(d: &Drill, records: &[Record]) -> Row {
     let in_window = |r: &&Record| r.end >= d.t0 && r.end <= d.end;
     let load: Vec<&Record> = records
         .iter()
@@ -528,7 +536,7 @@ fn row(d: &Drill, records: &[Record]) -> Row {
     }
 }
 
-fn table(rows: &[Row]) -> String {
+pub(crate) fn table(rows: &[Row]) -> String {
     let mut s = String::from(
         "| # | drill | requests | failed | failed new conns after detection | longest gap | detected after | kubectl ok/not ready/failed | note |\n|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -617,7 +625,7 @@ fn ha_lab_drills() {
 
 /// When and on what the lab ran, for the tables in the READMEs: UTC time, the commit (with
 /// `+changes` when the tree differs from it), the build profile and the load average.
-fn provenance() -> String {
+pub(crate) fn provenance() -> String {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -648,8 +656,14 @@ fn provenance() -> String {
 /// Write the cluster description into `dir` and run `apilb bootstrap` on it; the output
 /// directory.
 fn bootstrap(dir: &Path) -> PathBuf {
+    bootstrap_with(dir, &cluster_yaml())
+}
+
+/// Write `yaml` as the cluster description into `dir` and run `apilb bootstrap` on it; the
+/// output directory.
+pub(crate) fn bootstrap_with(dir: &Path, yaml: &str) -> PathBuf {
     let cluster = dir.join("cluster.yaml");
-    std::fs::write(&cluster, cluster_yaml()).expect("cluster.yaml");
+    std::fs::write(&cluster, yaml).expect("cluster.yaml");
     let out = dir.join("out");
     let o = apilb_cmd(&[
         "bootstrap",
@@ -712,7 +726,12 @@ fn ha_lab_keepalived_sigterm() {
             backend_state(&lab, LB[0], &master_name(i)) == "up"
         });
     }
-    let load = Load::start(&lab, client_tls(&kubeconfig), kubeconfig.clone());
+    let load = Load::start(
+        &lab,
+        client_tls(&kubeconfig, vip_target()),
+        kubeconfig.clone(),
+        vip_target(),
+    );
     wait_for(LIMIT, "first answers through the VIP", || {
         load.records()
             .iter()
@@ -799,7 +818,12 @@ fn run_lab() -> Option<Result<(), String>> {
             backend_state(&lab, LB[0], &master_name(i)) == "up"
         });
     }
-    let load = Load::start(&lab, client_tls(&kubeconfig), kubeconfig.clone());
+    let load = Load::start(
+        &lab,
+        client_tls(&kubeconfig, vip_target()),
+        kubeconfig.clone(),
+        vip_target(),
+    );
     wait_for(LIMIT, "first answers through the VIP", || {
         load.records()
             .iter()

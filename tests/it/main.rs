@@ -11,6 +11,7 @@ mod support;
 
 mod admin;
 mod alerts;
+mod announce;
 mod bootstrap;
 mod check_config;
 mod cli;
@@ -21,6 +22,7 @@ mod deploy;
 mod firstbyte;
 mod health;
 mod lab;
+mod lab_bgp;
 mod lifecycle;
 mod logs;
 mod metrics;

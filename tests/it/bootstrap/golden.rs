@@ -7,6 +7,8 @@
 //! comparison, after checking that it is the hash of the CA on disk (pinning a CA would need
 //! a checked-in CA key, and the hash's correctness is what matters, not its value).
 //!
+//! `bgp` is the example with `loadBalancer.bgp` instead of `vrrp` (bird.conf, README).
+//!
 //! Regenerate: `APILB_UPDATE_GOLDEN=1 cargo test --test it bootstrap::golden`.
 
 use std::collections::BTreeMap;
@@ -19,7 +21,7 @@ use crate::support::repo_path;
 const HASH_PLACEHOLDER: &str = "sha256:<ca-cert-hash>";
 
 /// The generated non-PKI files of a bundle, with the CA hash replaced.
-fn bundle(cluster: &Path, out: &Path, api: &str) -> BTreeMap<PathBuf, String> {
+pub(crate) fn bundle(cluster: &Path, out: &Path, api: &str) -> BTreeMap<PathBuf, String> {
     let o = bootstrap(
         cluster,
         out,
@@ -42,7 +44,12 @@ fn bundle(cluster: &Path, out: &Path, api: &str) -> BTreeMap<PathBuf, String> {
     let mut files = BTreeMap::new();
     for (rel, (bytes, _)) in snapshot(out) {
         let s = rel.to_str().unwrap();
-        if s.contains("/pki/") || s.starts_with("apilb-admin/") || s.ends_with(".conf") {
+        // The PKI, the admin certificates and the kubeconfigs embed random keys; bird.conf
+        // is compared.
+        if s.contains("/pki/")
+            || s.starts_with("apilb-admin/")
+            || (s.ends_with(".conf") && !s.ends_with("/bird.conf"))
+        {
             continue;
         }
         let text = String::from_utf8(bytes).unwrap();
@@ -56,7 +63,7 @@ fn bundle(cluster: &Path, out: &Path, api: &str) -> BTreeMap<PathBuf, String> {
     files
 }
 
-fn compare(name: &str, files: &BTreeMap<PathBuf, String>) {
+pub(crate) fn compare(name: &str, files: &BTreeMap<PathBuf, String>) {
     let root = repo_path("tests/fixtures/golden/bootstrap").join(name);
     if std::env::var("APILB_UPDATE_GOLDEN").as_deref() == Ok("1") {
         let _ = std::fs::remove_dir_all(&root);
@@ -125,4 +132,37 @@ fn example_cluster_external_etcd() {
     std::fs::write(&file, external).unwrap();
     let files = bundle(&file, &dir.path().join("out"), "v1beta4");
     compare("external-etcd", &files);
+}
+
+/// The example with its `vrrp:` block replaced by `bgp` (`bgp_yaml`, indented two spaces).
+pub(crate) fn example_with_bgp(bgp_yaml: &str) -> String {
+    let text = std::fs::read_to_string(repo_path("config/cluster.yaml")).unwrap();
+    let start = text
+        .find("  vrrp:\n")
+        .expect("a vrrp block in config/cluster.yaml");
+    let end = start
+        + text[start..]
+            .find("advertInterval")
+            .and_then(|i| text[start + i..].find('\n').map(|j| i + j + 1))
+            .expect("advertInterval ends the vrrp block");
+    format!("{}{bgp_yaml}{}", &text[..start], &text[end..])
+}
+
+#[test]
+fn example_cluster_bgp() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("bgp-password");
+    std::fs::write(&password, "s3cret-md5\n").unwrap();
+    let yaml = example_with_bgp(&format!(
+        "  bgp:\n    localAsn: 65010\n    routers: [{{address: 10.0.0.1, asn: 65000}}, {{address: 10.0.0.2, asn: 65000}}]\n    password: file:{}\n",
+        password.display()
+    ))
+    .replace(
+        "{name: lb-2, address: 10.0.0.6}",
+        "{name: lb-2, address: 10.0.0.6, asn: 65011}",
+    );
+    let file = dir.path().join("cluster.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let files = bundle(&file, &dir.path().join("out"), "v1beta4");
+    compare("bgp", &files);
 }

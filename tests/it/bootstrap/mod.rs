@@ -6,6 +6,7 @@
 //! Run: `cargo test --test it bootstrap` (`APILB_REQUIRE_PRIVILEGED=1` makes missing tools
 //! fail rather than skip; `APILB_UPDATE_GOLDEN=1` rewrites the golden files).
 
+mod bird;
 mod etcd;
 mod golden;
 mod lb;

@@ -99,7 +99,7 @@ fn unknown_key_and_missing_file_exit_64() {
     let e = stderr(&o);
     assert!(
         e.starts_with(&format!(
-            "{}:41:69: networking: unknown field `dnsDomian`",
+            "{}:49:69: networking: unknown field `dnsDomian`",
             file.display()
         )),
         "{e}"
