@@ -15,6 +15,9 @@
 //!   pure selection algorithms, DNS watches.
 //! - [`health`]: backend health: the pure state machine, probes, the check service.
 //! - [`vip`]: VRRPv3 VIP failover: pure codec and state machine, raw sockets and netlink.
+//! - [`announce`]: active-active VIPs as kernel routes a BGP daemon exports: pure health
+//!   gate, host checks, the route task.
+//! - [`netlink`]: rtnetlink (interfaces, addresses, routes), shared by `vip` and `announce`.
 //! - [`admin`]: the HTTP endpoint for metrics, status and backend state changes, and its
 //!   client (`apilb status`, `apilb backend`).
 //! - [`metrics`]: typed Prometheus handles.
