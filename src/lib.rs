@@ -17,6 +17,9 @@
 //! - [`vip`]: VRRPv3 VIP failover: pure codec and state machine, raw sockets and netlink.
 //! - [`privilege`]: least privilege: the capabilities a config needs after start, the rest
 //!   dropped from every thread and set.
+//! - [`announce`]: active-active VIPs as kernel routes a BGP daemon exports: pure health
+//!   gate, host checks, the route task.
+//! - [`netlink`]: rtnetlink (interfaces, addresses, routes), shared by `vip` and `announce`.
 //! - [`admin`]: the HTTP endpoint for metrics, status and backend state changes, and its
 //!   client (`apilb status`, `apilb backend`).
 //! - [`metrics`]: typed Prometheus handles.

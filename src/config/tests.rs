@@ -590,3 +590,10 @@ fn bad_announce_sections_get_exact_errors() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn the_announce_example_config_is_valid() {
+    let text = include_str!("../../config/announce.yaml");
+    let c = Config::from_yaml(text, "config/announce.yaml").expect("config/announce.yaml is valid");
+    assert!(c.announce.is_some() && c.vip.is_none());
+}

@@ -11,6 +11,10 @@
 //!                                         └─> admin    <─────────────────────────┘
 //! ```
 //!
+//! Route announcement ([`Announcer`], the `announce` section) sits where the VIP does, on the
+//! same view; the config never has both. On shutdown its routes are deleted first and
+//! `announce.withdrawDelay` passes before the listeners close.
+//!
 //! Shutdown order: the VIP is released first (a master waits a bounded time for an instant
 //! with no open connection, then sends its priority-0 advert), then listeners close,
 //! established connections get `timeouts.drain` to finish and the rest are cut, then checks
