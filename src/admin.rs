@@ -66,6 +66,9 @@ pub struct Status {
     /// Route announcement, when the config has an `announce` section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<crate::announce::AnnounceStatus>,
+    /// The rebalancer: skew and state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<crate::rebalance::RebalanceStatus>,
 }
 
 /// One backend in `/status`.
@@ -138,6 +141,7 @@ pub fn status(state: &AdminState) -> Status {
             .announcer
             .as_deref()
             .map(crate::announce::Announcer::status),
+        rebalance: Some(state.rebalance.status()),
     }
 }
 
@@ -178,6 +182,8 @@ pub struct AdminState {
     pub vip: Option<Arc<crate::vip::Vip>>,
     /// The route announcer, if any.
     pub announcer: Option<Arc<crate::announce::Announcer>>,
+    /// The rebalancer.
+    pub rebalance: Arc<crate::rebalance::Rebalance>,
     /// Access and watched certificates.
     pub settings: ArcSwap<AdminSettings>,
     /// `metrics.tls` as loaded; `None` serves plain HTTP. Swapped whole on reload: new
@@ -328,12 +334,18 @@ async fn handle(
             }
             change(state, name, action, peer)
         }
-        (_, [] | ["metrics" | "status" | "healthz"]) | (_, ["backends", _, _]) => {
+        (&Method::POST, ["rebalance"]) => {
+            if let Err(refusal) = no_parameters(body).await {
+                return refusal;
+            }
+            rebalance_now(state, peer)
+        }
+        (_, [] | ["metrics" | "status" | "healthz" | "rebalance"]) | (_, ["backends", _, _]) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /, /metrics, /status, POST /backends/NAME/{drain,maint,enable}\n",
+            "not found: try /, /metrics, /status, POST /backends/NAME/{drain,maint,enable}, POST /rebalance\n",
         ),
     }
 }
@@ -380,6 +392,14 @@ fn page_policy(page: &str) -> String {
         hashes("script"),
         hashes("style")
     )
+}
+
+/// `POST /rebalance`: run the rebalancer's gentle procedure now; answers its status. The
+/// caller is authorized before routing ([`authorize`]).
+fn rebalance_now(state: &AdminState, peer: SocketAddr) -> Response<Full<Bytes>> {
+    tracing::info!(%peer, "rebalance requested by operator");
+    state.rebalance.trigger();
+    json(StatusCode::ACCEPTED, &state.rebalance.status())
 }
 
 /// Read a state change's body (bounded): it must be empty or a JSON object without members,
@@ -671,6 +691,18 @@ pub async fn set_backend(
     })
 }
 
+/// `POST /rebalance` to the apilb at `endpoint`: the rebalancer's status when it took the
+/// request (the procedure runs on from there).
+pub async fn rebalance(
+    endpoint: &Endpoint,
+) -> Result<crate::rebalance::RebalanceStatus, ClientError> {
+    let body = request(endpoint, Method::POST, "/rebalance").await?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::Garbled {
+        address: endpoint.address,
+        why: e.to_string(),
+    })
+}
+
 /// How `apilb backend drain --wait` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainEnd {
@@ -760,6 +792,21 @@ pub fn status_table(s: &Status) -> String {
             },
             a.up,
             a.healthy_backends_below
+        ));
+    }
+    if let Some(r) = &s.rebalance {
+        let pause = r
+            .pause
+            .as_ref()
+            .map_or(String::new(), |p| format!(" ({p})"));
+        out.push_str(&format!(
+            "rebalance: {}{}  skew: {:.2}  above share: {}  moved: {}{}\n\n",
+            r.state,
+            pause,
+            r.skew,
+            r.excess,
+            r.closes,
+            if r.enabled { "" } else { "  (automatic off)" }
         ));
     }
     let header = [

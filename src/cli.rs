@@ -334,4 +334,7 @@ pub enum BackendAction {
         /// Backend name.
         name: String,
     },
+    /// Move long-lived connections off over-loaded backends now (the same gentle procedure
+    /// the rebalancer runs on its own after `rebalance.after`).
+    Rebalance,
 }

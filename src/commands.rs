@@ -329,10 +329,17 @@ async fn status(address: admin::Endpoint, json: bool) -> Result<(), Failure> {
     }
 }
 
-/// `apilb backend drain|maint|enable NAME [--wait]`.
+/// `apilb backend drain|maint|enable NAME [--wait]`, `apilb backend rebalance`.
 async fn backend(address: admin::Endpoint, action: BackendAction) -> Result<(), Failure> {
     let fail = |e: admin::ClientError| Failure::error(&e, EXIT_FAILURE);
     let (name, verb, wait) = match &action {
+        BackendAction::Rebalance => {
+            let s = admin::rebalance(&address).await.map_err(fail)?;
+            return print(&format!(
+                "rebalance requested (was {}; skew {:.2}, {} connections above their share)\n",
+                s.state, s.skew, s.excess
+            ));
+        }
         BackendAction::Drain {
             name,
             wait,

@@ -57,5 +57,6 @@ pub mod netlink;
 pub mod pki;
 pub mod privilege;
 pub mod proxy;
+pub mod rebalance;
 pub mod token;
 pub mod vip;

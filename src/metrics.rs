@@ -23,6 +23,7 @@ pub const CLOSE_REASONS: &[&str] = &[
     "backend_down",
     "client_error",
     "backend_error",
+    "rebalance",
 ];
 
 /// The `direction` values of `apilb_bytes_total`.
@@ -50,7 +51,7 @@ pub struct Metrics {
     pub failed: IntCounterVec,
     /// `apilb_connections_closed_total{reason}`: how proxied connections ended
     /// (`eof`, `idle_timeout`, `drain_cut`, `backend_down`, `client_error`,
-    /// `backend_error`).
+    /// `backend_error`, `rebalance`).
     pub closed: ShardedCounter,
     /// `apilb_backend_connections_total{backend}`: connections established to each backend.
     pub backend_connections: IntCounterVec,
@@ -715,5 +716,108 @@ impl AnnounceMetrics {
             transitions,
             errors,
         })
+    }
+}
+
+/// The rebalancer's metrics.
+#[derive(Debug, Clone)]
+pub struct RebalanceMetrics {
+    /// `apilb_backend_skew_ratio`: highest over mean connections per weight, over Up
+    /// backends (1 when balanced).
+    pub skew: prometheus::Gauge,
+    /// `apilb_rebalance_closes_total{backend}`: connections closed to move them.
+    pub closes: IntCounterVec,
+    /// `apilb_rebalance_skipped_total{reason}`: candidates passed over (`busy`, `young`,
+    /// `recent_client`, `no_quiet_moment`), each connection once per reason and episode.
+    pub skipped: IntCounterVec,
+    /// `apilb_rebalance_state{state}`: 1 for the rebalancer's state (`idle`, `waiting`,
+    /// `shedding`, `paused`), else 0.
+    pub state: IntGaugeVec,
+    /// `apilb_rebalance_excess_connections`: connections above their backends' shares.
+    pub excess: IntGauge,
+    /// `apilb_rebalance_close_age_seconds`: age of connections when the rebalancer closed
+    /// them.
+    pub close_age: prometheus::Histogram,
+}
+
+impl RebalanceMetrics {
+    /// Create the metrics and register them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        use crate::rebalance::core::{Skip, State as RState};
+        let r = registry;
+        let skew = prometheus::Gauge::with_opts(Opts::new(
+            "apilb_backend_skew_ratio",
+            "Highest over mean active connections per unit of weight, over Up backends.",
+        ))?;
+        r.register(Box::new(skew.clone()))?;
+        let closes = IntCounterVec::new(
+            Opts::new(
+                "apilb_rebalance_closes_total",
+                "Connections closed by the rebalancer to move them, by backend.",
+            ),
+            &["backend"],
+        )?;
+        r.register(Box::new(closes.clone()))?;
+        let skipped = IntCounterVec::new(
+            Opts::new(
+                "apilb_rebalance_skipped_total",
+                "Rebalance candidates passed over, by reason.",
+            ),
+            &["reason"],
+        )?;
+        r.register(Box::new(skipped.clone()))?;
+        let state = IntGaugeVec::new(
+            Opts::new(
+                "apilb_rebalance_state",
+                "1 for the rebalancer's state, else 0.",
+            ),
+            &["state"],
+        )?;
+        r.register(Box::new(state.clone()))?;
+        let excess = IntGauge::with_opts(Opts::new(
+            "apilb_rebalance_excess_connections",
+            "Connections above their backends' weighted shares.",
+        ))?;
+        r.register(Box::new(excess.clone()))?;
+        let close_age = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "apilb_rebalance_close_age_seconds",
+                "Age of connections when the rebalancer closed them.",
+            )
+            .buckets(vec![
+                60.0,
+                300.0,
+                600.0,
+                1800.0,
+                3600.0,
+                4.0 * 3600.0,
+                12.0 * 3600.0,
+                86400.0,
+            ]),
+        )?;
+        r.register(Box::new(close_age.clone()))?;
+        let m = Self {
+            skew,
+            closes,
+            skipped,
+            state,
+            excess,
+            close_age,
+        };
+        m.skew.set(1.0);
+        for s in Skip::ALL {
+            m.skipped.with_label_values(&[s.as_str()]);
+        }
+        m.set_state(RState::Idle);
+        Ok(m)
+    }
+
+    /// Show `state` as the current one.
+    pub fn set_state(&self, state: crate::rebalance::core::State) {
+        for s in crate::rebalance::core::State::ALL {
+            self.state
+                .with_label_values(&[s.as_str()])
+                .set(i64::from(s == state));
+        }
     }
 }

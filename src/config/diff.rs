@@ -80,6 +80,8 @@ pub struct ConfigDiff {
     pub announce: AnnounceChange,
     /// The metrics endpoint's slice.
     pub metrics: MetricsChange,
+    /// `rebalance` changed: the rebalancer takes the new settings at its next step.
+    pub rebalance: bool,
 }
 
 impl ConfigDiff {
@@ -155,6 +157,7 @@ impl ConfigDiff {
             vip,
             announce,
             metrics,
+            rebalance: old.rebalance != new.rebalance,
         })
     }
 
@@ -165,6 +168,7 @@ impl ConfigDiff {
             && !self.backends
             && self.health.is_empty()
             && !self.dns
+            && !self.rebalance
             && self.vip == VipChange::Unchanged
             && self.announce == AnnounceChange::Unchanged
             && self.metrics == MetricsChange::default()
@@ -361,6 +365,14 @@ mod tests {
                 "resolvers: [\"127.0.0.53\"]\n",
                 ConfigDiff {
                     dns: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "rebalance",
+                "rebalance: {skew: 1.5}\n",
+                ConfigDiff {
+                    rebalance: true,
                     ..base.clone()
                 },
             ),

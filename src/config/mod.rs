@@ -10,6 +10,7 @@ mod check;
 pub mod diff;
 mod health;
 pub mod raw;
+mod rebalance;
 mod vip;
 
 use std::collections::HashSet;
@@ -23,6 +24,7 @@ pub use announce::*;
 pub use check::{Report, Summary, check};
 pub use health::*;
 use raw::{FileConfig, RawHealth};
+pub use rebalance::*;
 pub use vip::*;
 
 use crate::input::{Collector, Host, Locations, Scalar, parse_duration};
@@ -90,6 +92,9 @@ pub struct Config {
     pub announce: Option<AnnounceConfig>,
     /// `resolvers` and `dnsTtl`: how DNS-named backends are resolved.
     pub dns: DnsConfig,
+    /// `rebalance`: moving long-lived connections after a backend returns (defaults when
+    /// the section is absent).
+    pub rebalance: RebalanceConfig,
 }
 
 /// Default `dnsTtl.min`: the floor on how long a DNS answer is used (and the retry delay
@@ -453,6 +458,7 @@ impl Checker {
                  (vip) or announces it as a route to BGP routers (announce); remove one",
             );
         }
+        let rebalance = self.rebalance(raw.rebalance.as_ref());
         let balance = self.choice(raw.balance.as_ref(), "balance", Balance::NAMES);
         let max_connections = self.number(
             raw.max_connections.as_ref(),
@@ -534,6 +540,7 @@ impl Checker {
             dns,
             vip: vip.flatten(),
             announce: announce.flatten(),
+            rebalance,
         })
     }
 

@@ -47,6 +47,30 @@ pub struct FileConfig {
     pub vip: Option<RawVip>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub announce: Option<RawAnnounce>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RawRebalance>,
+}
+
+/// `rebalance:`: moving long-lived connections off over-loaded backends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawRebalance {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skew: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_age: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_client: Option<Scalar>,
 }
 
 /// `announce:`: the VIPs as kernel routes that a routing daemon announces by BGP, while the

@@ -140,7 +140,7 @@ fn bad_configs_get_exact_errors() {
         // 2. Unknown top-level key (a typo): reported, and so is what it leaves missing.
         (
             "listen: [\"127.0.0.1:6443\"]\nbackend: []\n",
-            "lb.yaml:1:1: backends: needs at least one backend\nlb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`, `announce`",
+            "lb.yaml:1:1: backends: needs at least one backend\nlb.yaml:2:1: unknown field `backend`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`, `announce`, `rebalance`",
         ),
         // 3. Unknown key inside a backend.
         (
@@ -260,7 +260,7 @@ fn bad_configs_get_exact_errors() {
             "listen: [\"127.0.0.1:6443\"]\nbackends:\n  - {name: a, address: \"10.0.0.300:6443\", wieght: 2}\nbalanse: round-robin\ntimeouts: {idle: 1 hour}\nmetrics: {}\n",
             "lb.yaml:3:24: backends[0].address: \"10.0.0.300:6443\" is not a valid address: \"10.0.0.300\" is not an IPv4 address\n\
              lb.yaml:3:43: backends[0]: unknown field `wieght`, expected one of `name`, `address`, `weight`, `health`\n\
-             lb.yaml:4:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`, `announce`\n\
+             lb.yaml:4:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`, `announce`, `rebalance`\n\
              lb.yaml:5:18: timeouts.idle: \"1 hour\" is not a duration: write it without spaces, with the units ms, s, m, h, d (e.g. 1h or 1h30m)\n\
              lb.yaml:6:1: metrics.listen: is required, e.g. \"127.0.0.1:9441\"",
         ),
@@ -464,6 +464,8 @@ fn metrics_tls_and_mtls() {
          lb.yaml:3:49: metrics.tls.cert: must not be empty"
     );
 }
+
+#[test]
 fn announce_section_parses_with_every_key() {
     let src = format!(
         "{VIP_HEAD}announce:\n  addresses: [\"10.0.0.100/32\", \"fd00::100/128\", 10.0.0.101]\n  interface: dummy0\n  table: 200\n  protocol: 250\n  track: {{healthyBackendsBelow: 2}}\n  hold: 500ms\n  withdrawDelay: 3s\n"
@@ -596,4 +598,65 @@ fn the_announce_example_config_is_valid() {
     let text = include_str!("../../config/announce.yaml");
     let c = Config::from_yaml(text, "config/announce.yaml").expect("config/announce.yaml is valid");
     assert!(c.announce.is_some() && c.vip.is_none());
+}
+
+/// Every `rebalance:` key parses; an absent section is all defaults.
+#[test]
+fn rebalance_section_parses_and_defaults() {
+    let head = "listen: [\"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\n";
+    let c = Config::from_yaml(head, "lb.yaml").expect("valid");
+    assert_eq!(c.rebalance, RebalanceConfig::default());
+    assert!(c.rebalance.enabled);
+    assert_eq!(c.rebalance.skew, DEFAULT_REBALANCE_SKEW);
+    assert_eq!(c.rebalance.after, Duration::from_secs(60));
+    assert_eq!(c.rebalance.warmup, Duration::from_secs(90));
+    assert_eq!(c.rebalance.min_age, Duration::from_secs(600));
+    assert_eq!(c.rebalance.quiet, Duration::from_millis(500));
+    assert_eq!(c.rebalance.max_rate, 20);
+    assert_eq!(c.rebalance.per_client, Duration::from_secs(1800));
+    let src = format!(
+        "{head}rebalance:\n  enabled: false\n  skew: 1.5\n  after: 2s\n  warmup: 3s\n  minAge: 4s\n  quiet: 50ms\n  maxRate: 7\n  perClient: 1m\n"
+    );
+    let c = Config::from_yaml(&src, "lb.yaml").expect("valid");
+    assert_eq!(
+        c.rebalance,
+        RebalanceConfig {
+            enabled: false,
+            skew: 1.5,
+            after: Duration::from_secs(2),
+            warmup: Duration::from_secs(3),
+            min_age: Duration::from_secs(4),
+            quiet: Duration::from_millis(50),
+            max_rate: 7,
+            per_client: Duration::from_secs(60),
+        }
+    );
+}
+
+/// Bad `rebalance:` values: every problem at once, each naming its key path.
+#[test]
+fn bad_rebalance_sections_get_exact_errors() {
+    let head = "listen: [\"127.0.0.1:6443\"]\nbackends: [{name: a, address: \"10.0.0.1:6443\"}]\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "rebalance: {skew: 1.0}\n",
+            "lb.yaml:3:19: rebalance.skew: 1 must be above 1.0 and at most 100 (skew is highest / mean, never below 1)",
+        ),
+        (
+            "rebalance:\n  skew: lots\n  enabled: maybe\n  quiet: 1ms\n  maxRate: 0\n  perClient: soon\n",
+            "lb.yaml:4:9: rebalance.skew: \"lots\" is not a number\nlb.yaml:5:12: rebalance.enabled: \"maybe\" is not true or false\nlb.yaml:6:10: rebalance.quiet: 1ms is too short (at least 10ms)\nlb.yaml:7:12: rebalance.maxRate: 0 is out of range (1 to 10000)\nlb.yaml:8:14: rebalance.perClient: \"soon\" is not a duration: ",
+        ),
+        (
+            "rebalance: {every: 1s}\n",
+            "lb.yaml:3:13: rebalance: unknown field `every`, expected one of `enabled`, `skew`, `after`, `warmup`, `minAge`, `quiet`, `maxRate`, `perClient`",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (tail, want)) in cases.iter().enumerate() {
+        let got = problems(&format!("{head}{tail}"));
+        if !got.starts_with(want) {
+            failures.push(format!("case {}:\n  want: {want}\n  got:  {got}", i + 1));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -44,8 +44,9 @@ use crate::backend::dns::{DnsWatcher, OnAnswer};
 use crate::config::Config;
 use crate::health::probe::TlsError;
 use crate::health::task::{Checks, TlsConfigs, load_tls};
-use crate::metrics::{AnnounceMetrics, Metrics, VipMetrics};
+use crate::metrics::{AnnounceMetrics, Metrics, RebalanceMetrics, VipMetrics};
 use crate::proxy::{Proxy, ShutdownReport};
+use crate::rebalance::Rebalance;
 use crate::vip::Vip;
 
 pub use notify::Notifier;
@@ -212,6 +213,7 @@ pub struct Server {
     dns: DnsWatcher,
     vip: Option<Arc<Vip>>,
     announcer: Option<Arc<Announcer>>,
+    rebalance: Arc<Rebalance>,
     admin_state: Arc<AdminState>,
     admin: StdMutex<Option<AdminRun>>,
     /// The check TLS files' bytes at the last (re)load.
@@ -301,6 +303,16 @@ impl Server {
             tracker.spawn(async move { checks.react_until_stopped(events).await });
         }
 
+        let rebalance = Arc::new(Rebalance::new(
+            config.rebalance.clone(),
+            RebalanceMetrics::new(&registry)?,
+        ));
+        tracker.spawn(Arc::clone(&rebalance).run(
+            Arc::clone(&proxy),
+            Arc::clone(&backends),
+            checks_stop.clone(),
+        ));
+
         let vip = match (config.vip.clone(), vip_metrics) {
             (Some(v), Some(vm)) => match Vip::start(v, backends.subscribe(), vm, &tracker).await {
                 Ok(vip) => Some(Arc::new(vip)),
@@ -340,6 +352,7 @@ impl Server {
             metrics: metrics.clone(),
             vip: vip.clone(),
             announcer: announcer.clone(),
+            rebalance: Arc::clone(&rebalance),
             settings: ArcSwap::from_pointee(AdminSettings::of(&config)),
             tls: arc_swap::ArcSwapOption::new(admin_tls),
         });
@@ -354,6 +367,7 @@ impl Server {
             dns,
             vip,
             announcer,
+            rebalance,
             admin_state,
             admin: StdMutex::new(None),
             tls_material: StdMutex::new(tls_material),
@@ -428,6 +442,11 @@ impl Server {
     /// The route announcer, when the config has an `announce` section.
     pub fn announcer(&self) -> Option<&Announcer> {
         self.announcer.as_deref()
+    }
+
+    /// The rebalancer.
+    pub fn rebalance(&self) -> &Rebalance {
+        &self.rebalance
     }
 
     /// The config running now.

@@ -164,6 +164,9 @@ impl Server {
         if let (AnnounceChange::Live(a), Some(announcer)) = (&diff.announce, &self.announcer) {
             announcer.reload(a.clone()).await;
         }
+        if diff.rebalance {
+            self.rebalance.set_config(new.rebalance.clone());
+        }
         if diff.metrics.settings {
             self.admin_state
                 .settings

@@ -45,6 +45,9 @@ pub(crate) struct WorkerStats {
     /// Per-backend handles, resolved once per worker instead of a label lookup (hash, read
     /// lock, reference count) per connection. Only this worker's tasks take the lock.
     backends: Mutex<HashMap<String, BackendStats>>,
+    /// This worker's open connections (for the rebalancer); the table's number is the
+    /// worker's index.
+    pub(crate) conns: Arc<super::ConnTable>,
     /// This worker's pipes and buffers (a pool per worker: taking one never contends with
     /// another core).
     pub(crate) pools: Pools,
@@ -68,6 +71,9 @@ impl WorkerStats {
             bytes: metrics.bytes.shard(),
             closed: metrics.closed.shard(),
             backends: Mutex::new(HashMap::new()),
+            conns: Arc::new(super::ConnTable::new(
+                u16::try_from(index).unwrap_or(u16::MAX),
+            )),
             pools: Pools::default(),
         }
     }

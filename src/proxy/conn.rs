@@ -107,6 +107,14 @@ pub(crate) async fn run<A: Send + 'static>(
             Forwarding::Splice => Mode::Splice,
             Forwarding::Copy => Mode::Copy,
         };
+        // In this worker's connection table (for the rebalancer) until this task ends, with
+        // the bytes of the first exchange.
+        let entry = worker.conns.insert(peer, Arc::clone(active.backend()));
+        let first_up = activity.up.load(std::sync::atomic::Ordering::Relaxed);
+        let activity = &entry.tracked.activity;
+        if first_up > 0 {
+            activity.sent_up(first_up);
+        }
         let kill = active.backend().kill_token();
         let end = forward::run(
             &client,
@@ -115,8 +123,9 @@ pub(crate) async fn run<A: Send + 'static>(
             settings.timeouts.idle,
             &cut,
             &kill,
+            &entry.tracked.shed,
             &worker.pools,
-            &activity,
+            activity,
         )
         .await;
         let up = activity.up.load(std::sync::atomic::Ordering::Relaxed);

@@ -11,13 +11,14 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::fcntl::{SpliceFFlags, splice};
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +48,8 @@ pub(crate) enum End {
     Client(io::Error),
     /// Reading from or writing to the backend failed.
     Backend(io::Error),
+    /// Shed by the rebalancer at a quiet instant: FIN on both legs.
+    Rebalance,
 }
 
 impl End {
@@ -59,6 +62,7 @@ impl End {
             End::BackendDown => 3,
             End::Client(_) => 4,
             End::Backend(_) => 5,
+            End::Rebalance => 6,
         }
     }
 
@@ -68,24 +72,45 @@ impl End {
     }
 }
 
-/// Bytes moved and the time of the last byte, shared by both directions.
+/// A direction of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// Client to backend.
+    Up,
+    /// Backend to client.
+    Down,
+}
+
+/// Bytes moved and the time of the last byte in each direction. Per message: one relaxed
+/// add and one relaxed store, nothing more (readers are the idle timer and the rebalancer).
 #[derive(Debug)]
 pub(crate) struct Activity {
     start: Instant,
-    /// Milliseconds from `start` to the last byte moved.
-    last_ms: AtomicU64,
+    /// Microseconds from `start` to the last byte client to backend.
+    last_up_us: AtomicU64,
+    /// Microseconds from `start` to the last byte backend to client.
+    last_down_us: AtomicU64,
     pub(crate) up: AtomicU64,
     pub(crate) down: AtomicU64,
+    /// Set once a shed began: the connection is on its way out.
+    closing: AtomicBool,
 }
 
 impl Activity {
     pub(crate) fn new() -> Self {
         Self {
             start: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last_up_us: AtomicU64::new(0),
+            last_down_us: AtomicU64::new(0),
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a graceful shed of the connection has begun.
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Time since the connection started.
@@ -95,17 +120,36 @@ impl Activity {
 
     /// Count `n` client bytes forwarded outside [`run`] (the first exchange).
     pub(crate) fn sent_up(&self, n: u64) {
-        self.up.fetch_add(n, Ordering::Relaxed);
-        self.touch();
+        self.moved(Dir::Up, usize::try_from(n).unwrap_or(usize::MAX));
     }
 
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+    /// When the connection started.
+    pub(crate) fn since(&self) -> Instant {
+        self.start
+    }
+
+    fn moved(&self, dir: Dir, n: usize) {
+        let us = self.start.elapsed().as_micros() as u64;
+        let (count, last) = match dir {
+            Dir::Up => (&self.up, &self.last_up_us),
+            Dir::Down => (&self.down, &self.last_down_us),
+        };
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        last.store(us, Ordering::Relaxed);
+    }
+
+    /// Time of the last byte from the client (the start if none).
+    pub(crate) fn last_up(&self) -> Instant {
+        self.start + Duration::from_micros(self.last_up_us.load(Ordering::Relaxed))
+    }
+
+    /// Time of the last byte from the backend (the start if none).
+    pub(crate) fn last_down(&self) -> Instant {
+        self.start + Duration::from_micros(self.last_down_us.load(Ordering::Relaxed))
     }
 
     fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        self.last_up().max(self.last_down())
     }
 }
 
@@ -116,7 +160,8 @@ enum Failure {
 }
 
 /// Forward between `client` and `backend` until both sides are done, an error, the idle
-/// timeout, `cut` (end of drain) or `kill` (backend down).
+/// timeout, `cut` (end of drain), `kill` (backend down) or `shed` (rebalance; honoured only
+/// at a quiet instant, see [`shed_gracefully`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     client: &TcpStream,
@@ -125,11 +170,12 @@ pub(crate) async fn run(
     idle: Duration,
     cut: &CancellationToken,
     kill: &CancellationToken,
+    shed: &Notify,
     pools: &Pools,
     activity: &Activity,
 ) -> End {
-    let up = pump(client, backend, mode, pools, activity, &activity.up);
-    let down = pump(backend, client, mode, pools, activity, &activity.down);
+    let up = pump(client, backend, mode, pools, activity, Dir::Up);
+    let down = pump(backend, client, mode, pools, activity, Dir::Down);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     loop {
@@ -159,6 +205,14 @@ pub(crate) async fn run(
             () = idle_expired(activity, idle) => return End::IdleTimeout,
             () = cut.cancelled() => return End::DrainCut,
             () = kill.cancelled() => return End::BackendDown,
+            () = shed.notified(), if !up_done && !down_done => {
+                // The server spoke last (no request forwarded and unanswered), and
+                // nothing is in flight in the kernel either.
+                if activity.last_down() > activity.last_up() && quiet(client, backend) {
+                    activity.closing.store(true, Ordering::Relaxed);
+                    return shed_gracefully(client, backend, cut).await;
+                }
+            }
         }
         if up_done && down_done {
             return End::Eof;
@@ -173,6 +227,63 @@ async fn idle_expired(activity: &Activity, idle: Duration) {
         tokio::time::sleep_until(deadline).await;
         if activity.last() + idle <= Instant::now() {
             return;
+        }
+    }
+}
+
+/// Longest a shed connection waits for both peers to close after our FINs.
+const SHED_LINGER: Duration = Duration::from_secs(10);
+
+/// Whether nothing is in flight: no unread byte (or FIN) waiting on either leg, and both
+/// legs writable (a direction blocked on a full send buffer still holds bytes). Closing
+/// with unread data would send RST, so a shed happens only when this holds.
+fn quiet(client: &TcpStream, backend: &TcpStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [
+        PollFd::new(client.as_fd(), PollFlags::POLLIN | PollFlags::POLLOUT),
+        PollFd::new(backend.as_fd(), PollFlags::POLLIN | PollFlags::POLLOUT),
+    ];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds.iter().all(|f| f.revents() == Some(PollFlags::POLLOUT)),
+        Err(_) => false,
+    }
+}
+
+/// End a quiet connection the way a clean close looks to both peers: FIN to each
+/// (shutdown(Write)), then read and discard until each peer closes its side too (bounded
+/// by [`SHED_LINGER`] and by `cut`), so the final close finds empty receive queues and
+/// sends no RST.
+async fn shed_gracefully(client: &TcpStream, backend: &TcpStream, cut: &CancellationToken) -> End {
+    let (a, b) = (pass_fin(client), pass_fin(backend));
+    if let Err(e) = a {
+        return End::Client(e);
+    }
+    if let Err(e) = b {
+        return End::Backend(e);
+    }
+    let both = async { tokio::join!(discard_until_eof(client), discard_until_eof(backend)) };
+    tokio::select! {
+        r = tokio::time::timeout(SHED_LINGER, both) => if r.is_err() {
+            tracing::debug!("a peer did not close within {SHED_LINGER:?} of the rebalance FIN");
+        },
+        () = cut.cancelled() => {}
+    }
+    End::Rebalance
+}
+
+/// Read and drop whatever `src` sends until its EOF (or an error: nothing left to save).
+async fn discard_until_eof(src: &TcpStream) {
+    let mut scratch = [0u8; 4096];
+    loop {
+        if src.readable().await.is_err() {
+            return;
+        }
+        match src.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
     }
 }
@@ -193,24 +304,24 @@ async fn pump(
     mode: Mode,
     pools: &Pools,
     activity: &Activity,
-    counter: &AtomicU64,
+    dir: Dir,
 ) -> Result<(), Failure> {
     let bulk = match mode {
         Mode::Copy => {
-            return pump_copy(src, dst, pools, activity, counter, false)
+            return pump_copy(src, dst, pools, activity, dir, false)
                 .await
                 .map(drop);
         }
-        Mode::Auto => pump_copy(src, dst, pools, activity, counter, true).await?,
+        Mode::Auto => pump_copy(src, dst, pools, activity, dir, true).await?,
         Mode::Splice => CopyEnd::Bulk,
     };
     if bulk == CopyEnd::Eof {
         return Ok(());
     }
-    match pump_splice(src, dst, pools, activity, counter).await {
+    match pump_splice(src, dst, pools, activity, dir).await {
         Err(SpliceError::NoPipe(e)) => {
             tracing::debug!(error = %e, "no pipe for splice; copying instead");
-            pump_copy(src, dst, pools, activity, counter, false)
+            pump_copy(src, dst, pools, activity, dir, false)
                 .await
                 .map(drop)
         }
@@ -235,7 +346,7 @@ async fn pump_copy(
     dst: &TcpStream,
     pools: &Pools,
     activity: &Activity,
-    counter: &AtomicU64,
+    dir: Dir,
     until_bulk: bool,
 ) -> Result<CopyEnd, Failure> {
     loop {
@@ -253,8 +364,7 @@ async fn pump_copy(
                 }
                 Ok(Step::Data { n, drained }) => {
                     write_all(dst, &buf[..n]).await.map_err(Failure::Dst)?;
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                    activity.touch();
+                    activity.moved(dir, n);
                     if until_bulk && n == cap {
                         pools.put_buf(buf);
                         return Ok(CopyEnd::Bulk);
@@ -345,7 +455,7 @@ async fn pump_splice(
     dst: &TcpStream,
     pools: &Pools,
     activity: &Activity,
-    counter: &AtomicU64,
+    dir: Dir,
 ) -> Result<(), SpliceError> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     loop {
@@ -383,8 +493,7 @@ async fn pump_splice(
                     Err(e) => return Err(Failure::Dst(e).into()),
                 }
             }
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-            activity.touch();
+            activity.moved(dir, n);
             if drained {
                 break;
             }

@@ -20,7 +20,10 @@ mod first;
 mod forward;
 mod pool;
 mod socket;
+mod track;
 mod worker;
+
+pub use track::{ConnId, ConnTable, Connection};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -200,6 +203,21 @@ impl Proxy {
     /// Client connections open now.
     pub fn active_connections(&self) -> usize {
         self.shared.active.load(Ordering::Acquire)
+    }
+
+    /// Every open connection, on every worker: backend, age, bytes and last activity,
+    /// copied now.
+    pub fn connections(&self) -> Vec<Connection> {
+        self.stats.iter().flat_map(|w| w.conns.snapshot()).collect()
+    }
+
+    /// Ask connection `id` to close gracefully: at a quiet instant (nothing unread or
+    /// unsent on either leg) it gets FIN on both legs and ends with reason `rebalance`; if
+    /// it is busy when asked, it stays open. False if no such connection is open.
+    pub fn shed(&self, id: ConnId) -> bool {
+        self.stats
+            .get(track::table_of(id))
+            .is_some_and(|w| w.conns.shed(id))
     }
 
     /// The metrics this proxy updates.

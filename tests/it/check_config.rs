@@ -44,7 +44,7 @@ fn an_unknown_key_hides_no_other_problem() {
             "{p}:3:24: backends[0].address: \"10.0.0.300:6443\" is not a valid address: \"10.0.0.300\" is not an IPv4 address\n\
              {p}:4:5: backends[1].address: is required\n\
              {p}:4:15: backends[1]: unknown field `adress`, expected one of `name`, `address`, `weight`, `health`\n\
-             {p}:5:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`, `announce`\n\
+             {p}:5:1: unknown field `balanse`, expected one of `listen`, `backends`, `balance`, `maxConnections`, `forwarding`, `workers`, `timeouts`, `listener`, `tcp`, `health`, `metrics`, `resolvers`, `dnsTtl`, `vip`, `announce`, `rebalance`\n\
              {p}:6:18: timeouts.idle: \"5\" is not a duration: it has no unit (write e.g. 5s or 5ms)\n"
         )
     );

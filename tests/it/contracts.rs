@@ -351,6 +351,7 @@ const EXPECTED_OPTIONS: &[(&str, &[&str])] = &[
     ),
     ("backend maint", &["<NAME>", "--metrics-address"]),
     ("backend enable", &["<NAME>", "--metrics-address"]),
+    ("backend rebalance", &["--metrics-address"]),
     ("issue", &["--cluster", "--out", "--renew"]),
     (
         "bootstrap",

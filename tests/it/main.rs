@@ -32,6 +32,7 @@ mod pki;
 mod privilege;
 mod props;
 mod proxy;
+mod rebalance;
 mod soak;
 mod status;
 mod statuspage;
