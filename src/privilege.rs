@@ -63,7 +63,7 @@ pub enum Error {
     /// Threads still hold capabilities beyond the kept ones after the drop.
     #[error("threads {} still hold capabilities beyond {}", .threads.join(", "), names(.kept))]
     Leftover {
-        /// Thread ids.
+        /// Thread ids, each with its name.
         threads: Vec<String>,
         /// What was to be kept.
         kept: CapsHashSet,
@@ -176,10 +176,40 @@ pub async fn drop_to(
             }));
         }
     }
-    // Every idle blocking thread: more blocking tasks at once than threads exist, so the
-    // pool hands each idle thread one (and starts new ones, which inherit the dropped sets).
+    // Every idle blocking thread: see `drop_blocking_pool`.
+    drop_blocking_pool(&keep).await?;
+    for w in waits {
+        joined(w.await)?;
+    }
+    // A blocking thread that was busy (a certificate read, a config file) during the
+    // gather kept its sets: gather the pool again once it is idle, for a bounded time.
+    let deadline = tokio::time::Instant::now() + GATHER_TIMEOUT;
+    let mut leftover = threads_holding_more(&keep);
+    while !leftover.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(REGATHER_PAUSE).await;
+        drop_blocking_pool(&keep).await?;
+        leftover = threads_holding_more(&keep);
+    }
+    if leftover.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Leftover {
+            threads: leftover,
+            kept: keep,
+        })
+    }
+}
+
+/// Pause between two gathers of the blocking pool while a thread still holds more.
+const REGATHER_PAUSE: Duration = Duration::from_millis(20);
+
+/// Drop on every idle blocking-pool thread: more blocking tasks at once than threads exist,
+/// each holding its thread until all have come, so the pool hands every idle thread one
+/// (and starts new ones, which inherit the dropped sets from this thread).
+async fn drop_blocking_pool(keep: &CapsHashSet) -> Result<(), Error> {
     let threads = thread_ids().len();
     let meet = Rendezvous::new(threads);
+    let mut waits = Vec::with_capacity(threads);
     for _ in 0..threads {
         let (keep, meet) = (keep.clone(), Arc::clone(&meet));
         waits.push(tokio::task::spawn_blocking(move || {
@@ -189,25 +219,17 @@ pub async fn drop_to(
         }));
     }
     for w in waits {
-        match w.await {
-            Ok(r) => r?,
-            Err(e) => {
-                return Err(Error::Caps {
-                    step: "thread task",
-                    why: e.to_string(),
-                });
-            }
-        }
+        joined(w.await)?;
     }
-    let leftover = threads_holding_more(&keep);
-    if leftover.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Leftover {
-            threads: leftover,
-            kept: keep,
-        })
-    }
+    Ok(())
+}
+
+/// A drop task's own result, or its failure to run.
+fn joined(r: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
+    r.map_err(|e| Error::Caps {
+        step: "thread task",
+        why: e.to_string(),
+    })?
 }
 
 fn thread_ids() -> Vec<String> {
@@ -231,7 +253,11 @@ fn threads_holding_more(keep: &CapsHashSet) -> Vec<String> {
             .iter()
             .any(|field| status_mask(&status, field).is_some_and(|m| m & !allowed != 0));
         if over {
-            out.push(tid);
+            let name = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Name:"))
+                .map_or("?", str::trim);
+            out.push(format!("{tid} ({name})"));
         }
     }
     out
