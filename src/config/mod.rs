@@ -385,7 +385,8 @@ yaml_spelling!(
     AdminAccess,
     CheckKind,
     OnDown,
-    ChecksumStyle
+    ChecksumStyle,
+    Handover
 );
 
 impl Config {

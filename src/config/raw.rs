@@ -136,6 +136,8 @@ pub struct RawVip {
     pub checksum: Option<Scalar>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track: Option<RawTrack>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Scalar>,
 }
 
 /// `vip.track:`.

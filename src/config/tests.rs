@@ -321,7 +321,7 @@ const VIP_HEAD: &str =
 #[test]
 fn vip_section_parses_with_every_key() {
     let src = format!(
-        "{VIP_HEAD}vip:\n  interface: eth0\n  vrid: 51\n  addresses: [\"10.0.0.100/24\", \"fd00::100/64\", 10.0.0.101]\n  priority: 150\n  advertInterval: 50ms\n  preempt: false\n  preemptDelay: 2s\n  unicastPeers: [10.0.0.12, \"fd00::12\"]\n  checksum: rfc9568\n  track: {{healthyBackendsBelow: 2, weight: 60, hold: 500ms}}\n"
+        "{VIP_HEAD}vip:\n  interface: eth0\n  vrid: 51\n  addresses: [\"10.0.0.100/24\", \"fd00::100/64\", 10.0.0.101]\n  priority: 150\n  advertInterval: 50ms\n  preempt: false\n  preemptDelay: 2s\n  unicastPeers: [10.0.0.12, \"fd00::12\"]\n  checksum: rfc9568\n  track: {{healthyBackendsBelow: 2, weight: 60, hold: 500ms}}\n  handover: breakBeforeMake\n"
     );
     let c = Config::from_yaml(&src, "lb.yaml")
         .expect("valid")
@@ -340,6 +340,7 @@ fn vip_section_parses_with_every_key() {
     assert_eq!(c.preempt_delay, Duration::from_secs(2));
     assert_eq!(c.unicast_peers.len(), 2);
     assert_eq!(c.checksum, ChecksumStyle::Rfc9568);
+    assert_eq!(c.handover, Handover::BreakBeforeMake);
     assert_eq!(
         c.track,
         Some(TrackConfig {
@@ -364,6 +365,8 @@ fn vip_defaults_are_the_named_constants() {
     assert_eq!(c.preempt, DEFAULT_PREEMPT);
     assert_eq!(c.preempt_delay, DEFAULT_PREEMPT_DELAY);
     assert_eq!(c.checksum, DEFAULT_CHECKSUM);
+    assert_eq!(c.handover, DEFAULT_HANDOVER);
+    assert_eq!(DEFAULT_HANDOVER.to_string(), "makeBeforeBreak");
     assert!(c.unicast_peers.is_empty());
     let t = c.track.expect("track");
     assert_eq!(t.weight, DEFAULT_TRACK_WEIGHT);
@@ -393,8 +396,8 @@ fn bad_vip_sections_get_exact_errors() {
             "lb.yaml:6:14: vip.addresses: needs at least one address, e.g. [\"10.0.0.100/24\"]\nlb.yaml:7:13: vip.priority: 255 is out of range (1 to 254)\nlb.yaml:8:19: vip.advertInterval: 15ms is not a whole number of centiseconds (VRRPv3 sends 10 ms units)",
         ),
         (
-            "vip:\n  interface: eth0\n  vrid: 51\n  addresses: [10.0.0.100]\n  advertInterval: 41s\n  checksum: cisco\n  unicastPeers: [peer-1]\n  preempt: maybe\n",
-            "lb.yaml:7:19: vip.advertInterval: 41s is out of range (10ms to 40.95s)\nlb.yaml:8:13: vip.checksum: \"cisco\" is not one of keepalived, rfc9568\nlb.yaml:9:18: vip.unicastPeers[0]: \"peer-1\" is not an IP address\nlb.yaml:10:12: vip.preempt: \"maybe\" is not true or false",
+            "vip:\n  interface: eth0\n  vrid: 51\n  addresses: [10.0.0.100]\n  advertInterval: 41s\n  checksum: cisco\n  unicastPeers: [peer-1]\n  preempt: maybe\n  handover: fast\n",
+            "lb.yaml:7:19: vip.advertInterval: 41s is out of range (10ms to 40.95s)\nlb.yaml:8:13: vip.checksum: \"cisco\" is not one of keepalived, rfc9568\nlb.yaml:9:18: vip.unicastPeers[0]: \"peer-1\" is not an IP address\nlb.yaml:10:12: vip.preempt: \"maybe\" is not true or false\nlb.yaml:11:13: vip.handover: \"fast\" is not one of makeBeforeBreak, breakBeforeMake",
         ),
         (
             "vip:\n  interface: \"my/eth0\"\n  vrid: 51\n  addresses: [10.0.0.100]\n  track: {healthyBackendsBelow: 0, weight: 254}\n",
@@ -402,7 +405,7 @@ fn bad_vip_sections_get_exact_errors() {
         ),
         (
             "vip: {interface: eth0, vrid: 51, addresses: [10.0.0.100], vmac: true}\n",
-            "lb.yaml:3:59: vip: unknown field `vmac`, expected one of `interface`, `vrid`, `addresses`, `priority`, `advertInterval`, `preempt`, `preemptDelay`, `unicastPeers`, `checksum`, `track`",
+            "lb.yaml:3:59: vip: unknown field `vmac`, expected one of `interface`, `vrid`, `addresses`, `priority`, `advertInterval`, `preempt`, `preemptDelay`, `unicastPeers`, `checksum`, `track`, `handover`",
         ),
         (
             "vip: {interface: eth0, addresses: [10.0.0.100]}\n",

@@ -21,6 +21,8 @@ pub const DEFAULT_PREEMPT: bool = true;
 pub const DEFAULT_PREEMPT_DELAY: Duration = Duration::ZERO;
 /// Default `vip.checksum`: what keepalived sends and expects.
 pub const DEFAULT_CHECKSUM: ChecksumStyle = ChecksumStyle::Keepalived;
+/// Default `vip.handover`.
+pub const DEFAULT_HANDOVER: Handover = Handover::MakeBeforeBreak;
 /// Default `vip.track.weight`.
 pub const DEFAULT_TRACK_WEIGHT: u8 = 100;
 /// Default `vip.track.hold`: how long the healthy-backend count must stay on one side of the
@@ -41,6 +43,29 @@ impl ChecksumStyle {
     pub(super) const NAMES: &[(&str, ChecksumStyle)] = &[
         ("keepalived", ChecksumStyle::Keepalived),
         ("rfc9568", ChecksumStyle::Rfc9568),
+    ];
+}
+
+/// The order of a planned hand-over (SIGTERM on the master). Both keep every connection
+/// that has sent its request before the switch; they differ on a client connecting in the
+/// moment of the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// Keep the addresses (and keep accepting on them) until the new master is heard, then
+    /// let go: no client waits, but a connection accepted in the last milliseconds before
+    /// the clients follow the new master's gratuitous ARP / NA can be reset there, if its
+    /// request had not been sent yet.
+    MakeBeforeBreak,
+    /// keepalived's order: remove the addresses, then send priority 0. No connection is
+    /// accepted that the switch could cut, but a SYN sent before the new master announces
+    /// itself is dropped and the client resends it after TCP's 1 s retransmission timeout.
+    BreakBeforeMake,
+}
+
+impl Handover {
+    pub(super) const NAMES: &[(&str, Handover)] = &[
+        ("makeBeforeBreak", Handover::MakeBeforeBreak),
+        ("breakBeforeMake", Handover::BreakBeforeMake),
     ];
 }
 
@@ -83,6 +108,8 @@ pub struct VipConfig {
     pub checksum: ChecksumStyle,
     /// `track`: lower the priority when the proxy has too few healthy backends.
     pub track: Option<TrackConfig>,
+    /// `handover` (default [`DEFAULT_HANDOVER`]).
+    pub handover: Handover,
 }
 
 /// `vip.track`.
@@ -202,6 +229,8 @@ impl Checker {
         }
         let checksum = self.choice(raw.checksum.as_ref(), "vip.checksum", ChecksumStyle::NAMES);
         let checksum_ok = raw.checksum.is_none() || checksum.is_some();
+        let handover = self.choice(raw.handover.as_ref(), "vip.handover", Handover::NAMES);
+        let handover_ok = raw.handover.is_none() || handover.is_some();
         let (track, track_ok) = match &raw.track {
             None => (None, true),
             Some(t) => match self.track(t) {
@@ -216,6 +245,7 @@ impl Checker {
             && delay_ok
             && peers_ok
             && checksum_ok
+            && handover_ok
             && track_ok;
         if !ok {
             return None;
@@ -231,6 +261,7 @@ impl Checker {
             unicast_peers: peers,
             checksum: checksum.unwrap_or(DEFAULT_CHECKSUM),
             track,
+            handover: handover.unwrap_or(DEFAULT_HANDOVER),
         })
     }
 

@@ -23,13 +23,17 @@
 //! because clients follow the newest gratuitous ARP / unsolicited NA, which is the new
 //! master's. Without this, a SYN sent in the skew time (nobody holds the address) is
 //! dropped and the client retries it only after TCP's 1 s initial retransmission timeout.
+//! The price: a connection the old master accepted just before clients follow the new MAC,
+//! whose request was not sent yet, is reset by the new master. `handover: breakBeforeMake`
+//! ([`Handover`]) takes the other side of that trade: keepalived's order, remove the
+//! addresses and then send priority 0.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::TrackConfig;
+use crate::config::{Handover, TrackConfig};
 
 /// After taking over, the announcements are repeated this much later (keepalived's
 /// `garp_master_delay` default), for switches and hosts that missed the first burst.
@@ -96,6 +100,8 @@ pub struct Params {
     pub track: Option<TrackConfig>,
     /// Our primary address on the interface, the tie-breaker between equal priorities.
     pub local: IpAddr,
+    /// The order of a graceful stop as master.
+    pub handover: Handover,
 }
 
 /// What happened.
@@ -346,6 +352,16 @@ impl Fsm {
             State::Initialize => {}
             // Already waiting for the new master.
             State::Master if self.releasing() => {}
+            // keepalived's order: nothing accepted after this point can be cut by the switch.
+            State::Master if self.params.handover == Handover::BreakBeforeMake => {
+                out.push(Action::RemoveAddresses);
+                out.push(Action::SendAdvert { priority: 0 });
+                self.transition(State::Initialize, Reason::Shutdown, out);
+                self.adver_at = None;
+                self.down_at = None;
+                self.announce_at = None;
+                self.master = None;
+            }
             State::Master => {
                 // Make before break: keep the addresses until the new master is heard.
                 out.push(Action::SendAdvert { priority: 0 });

@@ -26,7 +26,7 @@ use super::net::Sockets;
 use super::packet::{Advert, Invalid, Received};
 use super::{Error, Interface, check_interface};
 use crate::backend::View;
-use crate::config::VipConfig;
+use crate::config::{Handover, VipConfig};
 use crate::metrics::VipMetrics;
 
 /// Gratuitous ARPs / NAs per address in one announcement burst (keepalived's
@@ -176,10 +176,11 @@ impl Vip {
             .clone()
     }
 
-    /// Graceful stop, make before break: a master sends a priority-0 advert and keeps the
-    /// addresses (the proxy keeps accepting on them) until one advert interval after it
-    /// hears the new master's first advert, or until [`super::fsm::release_bound`] passes,
-    /// then removes them; returns after that.
+    /// Graceful stop. Make before break (the default `handover`): a master sends a
+    /// priority-0 advert and keeps the addresses (the proxy keeps accepting on them) until
+    /// one advert interval after it hears the new master's first advert, or until
+    /// [`super::fsm::release_bound`] passes, then removes them. Break before make: it
+    /// removes them, then sends priority 0. Returns once they are gone.
     /// Call it before the listeners close. Bounded by [`STOP_TIMEOUT`].
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -213,6 +214,7 @@ fn params(cfg: &VipConfig, local: IpAddr) -> Params {
         preempt_delay: cfg.preempt_delay,
         track: cfg.track,
         local,
+        handover: cfg.handover,
     }
 }
 
@@ -300,14 +302,12 @@ impl Runner {
                     }
                     Some(Command::Stop(done)) => {
                         stopping = Some(Some(done));
-                        self.stop_begun();
-                        self.fsm.handle(Event::Stop, Instant::now())
+                        self.stop()
                     }
                     None => {
                         // The handle is gone without a stop (process exit): release anyway.
                         stopping = Some(None);
-                        self.stop_begun();
-                        self.fsm.handle(Event::Stop, Instant::now())
+                        self.stop()
                     }
                 },
                 r = self.healthy.changed(), if healthy_open => match r {
@@ -379,14 +379,17 @@ impl Runner {
         }
     }
 
-    fn stop_begun(&self) {
-        if self.fsm.state() == State::Master {
+    /// Begin the graceful stop; its first actions.
+    fn stop(&mut self) -> Vec<Action> {
+        let acts = self.fsm.handle(Event::Stop, Instant::now());
+        if self.fsm.releasing() {
             tracing::info!(
                 vrid = self.cfg.vrid,
                 "vip: sending priority 0; keeping the addresses until the new master is heard (at most {:?})",
                 super::fsm::release_bound(self.fsm.params().interval)
             );
         }
+        acts
     }
 
     fn invalid(&self, why: Invalid, from: Option<IpAddr>) {
@@ -462,6 +465,13 @@ impl Runner {
                         reason.as_str()
                     );
                     match (from, reason) {
+                        (State::Master, Reason::Shutdown)
+                            if self.fsm.params().handover == Handover::BreakBeforeMake =>
+                        {
+                            tracing::info!(
+                                "vip: addresses released, then priority 0 sent (handover: breakBeforeMake)"
+                            )
+                        }
                         (State::Master, Reason::Shutdown) => tracing::info!(
                             master = %self.fsm.master().map(|m| m.to_string()).unwrap_or_default(),
                             "vip: the new master was heard; addresses released"

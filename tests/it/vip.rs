@@ -173,6 +173,48 @@ fn two_apilb_fail_over_kill_term_and_link_down() {
     drop(a);
 }
 
+/// `handover: breakBeforeMake`: on SIGTERM the master removes the VIP first and only then
+/// sends priority 0, so the backup adds it after the removal (kernel order), never before;
+/// the client reaches the VIP on the backup.
+#[test]
+fn break_before_make_releases_before_the_backup_takes_over() {
+    let Some(lab) = lab_with_backend("bbm") else {
+        return;
+    };
+    let yaml = format!("{}  handover: breakBeforeMake\n", lb_yaml(150));
+    let mut a = LbProcess::spawn_in_netns(&lab.ns(1), &yaml);
+    poll(LIMIT, "apilb vip started", || {
+        a.log().contains("initialize -> backup")
+    });
+    let _b = start_lb(&lab, 2, 100);
+    poll(LIMIT, "n1 holds the VIP", || lab.has_addr(1, VIP));
+    client_reaches_vip(&lab);
+
+    let mon = lab.monitor_addresses();
+    lab_signal_and_wait(&mut a, Signal::SIGTERM);
+    let events = mon.wait_for(&AddrEvent {
+        node: 2,
+        added: true,
+        ip: IpAddr::V4(VIP),
+    });
+    let removed = events.iter().position(|e| e.node == 1 && !e.added);
+    let added = events.iter().position(|e| e.node == 2 && e.added);
+    assert!(
+        matches!((removed, added), (Some(r), Some(a)) if r < a),
+        "n1 removes the VIP before n2 adds it; kernel order: {events:?}\n{}",
+        a.log()
+    );
+    // Its last lines may still be in the pipe after the exit.
+    poll(LIMIT, "the break-before-make log line", || {
+        a.log()
+            .contains("vip: addresses released, then priority 0 sent (handover: breakBeforeMake)")
+    });
+    let log = a.log();
+    assert!(!log.contains("keeping the addresses"), "{log}");
+    assert!(log.contains("master -> initialize (shutdown)"), "{log}");
+    client_reaches_vip(&lab);
+}
+
 /// Unicast peers: the same failover with adverts sent to the peer's address only.
 #[test]
 fn two_apilb_fail_over_with_unicast_peers() {

@@ -17,6 +17,7 @@ fn params(priority: u8) -> Params {
         preempt_delay: Duration::ZERO,
         track: None,
         local: ip("10.0.0.11"),
+        handover: Handover::MakeBeforeBreak,
     }
 }
 
@@ -440,6 +441,100 @@ fn planned_handover_is_make_before_break() {
         Vec::<Duration>::new(),
         "steps at which nobody held the addresses"
     );
+    assert_eq!(p.holds, [false, true]);
+}
+
+#[test]
+fn break_before_make_releases_first_then_sends_priority_zero() {
+    // Input: Master 150 with handover breakBeforeMake; Stop at 400 ms; then the new
+    // master's advert. Output at once, in this order: RemoveAddresses, priority 0,
+    // Initialize (reason shutdown); no timer left, a second stop and later adverts do
+    // nothing. A backup stops as under makeBeforeBreak.
+    let t0 = Instant::now();
+    let mut f = master(150, t0);
+    f.handle(
+        Event::Reconfigure(Params {
+            handover: Handover::BreakBeforeMake,
+            ..params(150)
+        }),
+        t0 + MS(300),
+    );
+    let stop = t0 + MS(400);
+    assert_eq!(
+        f.handle(Event::Stop, stop),
+        vec![
+            Action::RemoveAddresses,
+            Action::SendAdvert { priority: 0 },
+            Action::Transition {
+                from: State::Master,
+                to: State::Initialize,
+                reason: Reason::Shutdown
+            }
+        ]
+    );
+    assert!(!f.releasing());
+    assert_eq!(f.next_deadline(), None);
+    assert_eq!(f.handle(Event::Stop, stop + MS(1)), vec![]);
+    assert_eq!(f.handle(advert("10.0.0.12", 140), stop + MS(50)), vec![]);
+    assert_eq!(f.state(), State::Initialize);
+
+    let mut b = Fsm::new(Params {
+        handover: Handover::BreakBeforeMake,
+        ..params(100)
+    });
+    b.handle(Event::Start, t0);
+    assert_eq!(
+        b.handle(Event::Stop, t0 + MS(10)),
+        vec![Action::Transition {
+            from: State::Backup,
+            to: State::Initialize,
+            reason: Reason::Shutdown
+        }]
+    );
+}
+
+#[test]
+fn planned_handover_break_before_make_leaves_a_gap_of_the_skew_time() {
+    // Input: A (150, breakBeforeMake) master, B (140) backup; A stops at 1 s.
+    // Output: A removes its addresses and sends priority 0 at once; B takes over after its
+    // skew time (46 ms in whole ms steps), so for 46 steps nobody holds them: the window
+    // in which a client's SYN is dropped (and resent after 1 s).
+    let t0 = Instant::now();
+    let mut p = Pair::new(150, 140, t0);
+    p.fsms[0].handle(
+        Event::Reconfigure(Params {
+            handover: Handover::BreakBeforeMake,
+            ..params(150)
+        }),
+        t0,
+    );
+    p.run(t0, t0, t0 + MS(999));
+    assert_eq!(p.holds, [true, false]);
+    p.nobody.clear();
+    p.log.clear();
+    let stop = t0 + MS(1000);
+    p.event(0, Event::Stop, t0, stop);
+    p.run(t0, stop, stop + MS(100));
+    let at = |d: u64| MS(1000 + d);
+    assert_eq!(
+        p.log[..5],
+        [
+            (at(0), 0, Action::RemoveAddresses),
+            (at(0), 0, Action::SendAdvert { priority: 0 }),
+            (
+                at(0),
+                0,
+                Action::Transition {
+                    from: State::Master,
+                    to: State::Initialize,
+                    reason: Reason::Shutdown
+                }
+            ),
+            (at(46), 1, Action::AddAddresses),
+            (at(46), 1, Action::Announce),
+        ]
+    );
+    assert_eq!(p.nobody.len(), 46, "steps without a holder: {:?}", p.nobody);
     assert_eq!(p.holds, [false, true]);
 }
 

@@ -197,6 +197,7 @@ fn vip() -> impl Strategy<Value = (RawVip, u8)> {
                     weight: weight.map(Into::into),
                     hold: None,
                 }),
+                handover: None,
             };
             (raw, vrid)
         })
