@@ -16,8 +16,9 @@
 //! Capabilities belong to threads, not to the process: [`drop_to`] applies the same sets on
 //! the calling thread, on every runtime worker and on every idle blocking-pool thread (each
 //! occupied at once by a rendezvous, so none is missed), and threads started later inherit
-//! them. It then reads every thread's `/proc/self/task/TID/status` and reports any thread
-//! that still holds more.
+//! them. It then reads every thread's `/proc/self/task/TID/status`; a blocking thread that was
+//! busy during the gather is gathered again once idle (for at most 5 s), and any thread still
+//! holding more is reported by id and name.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};

@@ -131,21 +131,6 @@ pub(crate) async fn exchange(
     pools: &Pools,
     cut: &CancellationToken,
 ) -> Verdict {
-    let mut buf = pools.buf();
-    let verdict = judge(client, backend, limit, replay, activity, &mut buf, cut).await;
-    pools.put_buf(buf);
-    verdict
-}
-
-async fn judge(
-    client: &TcpStream,
-    backend: &TcpStream,
-    limit: Duration,
-    replay: &mut Replay,
-    activity: &Activity,
-    buf: &mut [u8],
-    cut: &CancellationToken,
-) -> Verdict {
     let mut deadline = Instant::now() + limit;
     let mut client_open = true;
     let mut peek = [0u8; 1];
@@ -166,22 +151,34 @@ async fn judge(
                 if r.is_err() {
                     return Verdict::Forward;
                 }
-                let n = match client.try_read(buf) {
+                // A pooled buffer only around the read and write, not while the backend
+                // thinks: a flood of new connections would otherwise hold one each.
+                let mut buf = pools.buf();
+                let n = match client.try_read(&mut buf) {
                     Ok(0) => {
                         // EOF: forwarding passes it on (a later read sees it again).
                         client_open = false;
+                        pools.put_buf(buf);
                         continue;
                     }
                     Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(_) => return Verdict::Forward,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        pools.put_buf(buf);
+                        continue;
+                    }
+                    Err(_) => {
+                        pools.put_buf(buf);
+                        return Verdict::Forward;
+                    }
                 };
-                if super::forward::write_all(backend, &buf[..n]).await.is_err() {
+                let written = super::forward::write_all(backend, &buf[..n]).await;
+                replay.record(&buf[..n]);
+                pools.put_buf(buf);
+                if written.is_err() {
                     // The backend leg failed on write: let forwarding report it.
                     return Verdict::Forward;
                 }
                 activity.sent_up(n as u64);
-                replay.record(&buf[..n]);
                 if !replay.replayable() {
                     return Verdict::Forward;
                 }

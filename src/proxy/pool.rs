@@ -10,8 +10,10 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 pub(crate) const BUF_SIZE: usize = 64 * 1024;
 /// Requested pipe capacity for splice(2); the kernel default is 64 KiB.
 pub(crate) const PIPE_SIZE: usize = 256 * 1024;
-/// At most this many idle buffers or pipes are kept for reuse.
-const POOL_CAP: usize = 256;
+/// At most this many idle buffers or pipes are kept for reuse, per worker (each worker has
+/// its own pools): 4 MiB of buffers at most. A buffer is borrowed only around one read and
+/// its write, so a worker rarely has more than a few dozen out at once.
+const POOL_CAP: usize = 64;
 
 /// A pipe for splice(2): bytes go socket -> `write` end, `read` end -> socket.
 #[derive(Debug)]
