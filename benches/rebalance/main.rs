@@ -43,9 +43,16 @@ struct Args {
     /// Load before backend 3 stops.
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     before: Duration,
-    /// How long backend 3 stays stopped.
+    /// How long a stopped backend stays down.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     down: Duration,
+    /// Rolling restart: b1, b2 and b3 are each stopped for `--down`, one after the other,
+    /// `--rolling-gap` apart; the drill watches for `--observe` after b3 is back.
+    #[arg(long)]
+    rolling: bool,
+    /// Time between one backend's restore and the next one's stop, with `--rolling`.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    rolling_gap: Duration,
     /// How long the drill watches after backend 3 is back.
     #[arg(long, default_value = "70s", value_parser = humantime::parse_duration)]
     observe: Duration,
@@ -70,6 +77,45 @@ struct Args {
 }
 
 const BACKENDS: usize = 3;
+
+/// One stop or restore of the drill.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    at: Duration,
+    backend: usize,
+    restore: bool,
+}
+
+/// The stops and restores of a run, in time order: b3 alone, or each backend in turn.
+fn schedule(args: &Args) -> Vec<Step> {
+    let order: Vec<usize> = if args.rolling {
+        (0..BACKENDS).collect()
+    } else {
+        vec![BACKENDS - 1]
+    };
+    let mut steps = Vec::new();
+    let mut at = args.before;
+    for backend in order {
+        steps.push(Step {
+            at,
+            backend,
+            restore: false,
+        });
+        at += args.down;
+        steps.push(Step {
+            at,
+            backend,
+            restore: true,
+        });
+        at += args.rolling_gap;
+    }
+    steps
+}
+
+/// When the last backend comes back: what the drill measures from.
+fn last_restore(args: &Args) -> Duration {
+    schedule(args).last().map_or(args.before, |s| s.at)
+}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -570,10 +616,10 @@ async fn run_mode(args: &Args, mode: &str) -> anyhow::Result<RunResult> {
         }
         out
     };
-    let stop_at = args.before;
-    let restore_at = stop_at + args.down;
+    let steps = schedule(args);
+    let mut next_step = 0;
+    let restore_at = last_restore(args);
     let end_at = restore_at + args.observe;
-    let (mut stopped, mut restored) = (false, false);
     let mut at_restore = [0u64; 5];
     let mut at_stop = [0u64; 5];
     let mut ideal = 0;
@@ -582,21 +628,26 @@ async fn run_mode(args: &Args, mode: &str) -> anyhow::Result<RunResult> {
     loop {
         tick.tick().await;
         let t = start.elapsed();
-        if !stopped && t >= stop_at {
-            backends[2].stop();
-            stopped = true;
-            at_stop = tally.snap();
-            eprintln!("  {:.0}s: b3 stopped", t.as_secs_f64());
-        }
-        if !restored && t >= restore_at {
-            let p = per(&backends);
-            let total: usize = p.iter().sum();
-            let share = total.div_ceil(BACKENDS);
-            ideal = p.iter().map(|&n| n.saturating_sub(share)).sum();
-            backends[2].start().await?;
-            restored = true;
-            at_restore = tally.snap();
-            eprintln!("  {:.0}s: b3 restored with {p:?} open", t.as_secs_f64());
+        while let Some(step) = steps.get(next_step).filter(|st| t >= st.at).copied() {
+            let name = &backends[step.backend].name;
+            if !step.restore {
+                if next_step == 0 {
+                    at_stop = tally.snap();
+                }
+                backends[step.backend].stop();
+                eprintln!("  {:.0}s: {name} stopped", t.as_secs_f64());
+            } else {
+                let p = per(&backends);
+                if next_step + 1 == steps.len() {
+                    let total: usize = p.iter().sum();
+                    let share = total.div_ceil(BACKENDS);
+                    ideal = p.iter().map(|&n| n.saturating_sub(share)).sum();
+                    at_restore = tally.snap();
+                }
+                backends[step.backend].start().await?;
+                eprintln!("  {:.0}s: {name} restored with {p:?} open", t.as_secs_f64());
+            }
+            next_step += 1;
         }
         let now = tally.snap();
         let p = per(&backends);
@@ -666,12 +717,24 @@ fn report(args: &Args, results: &[RunResult]) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let mut s = String::new();
+    let events = if args.rolling {
+        format!(
+            "rolling restart: b1, b2 and b3 each stopped for {}, one after the other with {} between a restore and the next stop, from {}; \"restore\" below is b3's, the last",
+            humantime::format_duration(args.down),
+            humantime::format_duration(args.rolling_gap),
+            humantime::format_duration(args.before),
+        )
+    } else {
+        format!(
+            "b3 stopped at {}, restored {} later",
+            humantime::format_duration(args.before),
+            humantime::format_duration(args.down),
+        )
+    };
     s.push_str(&format!(
-        "# Rebalance drill results\n\nCommit `{commit}`, {date}. {} clients, 3 stand-ins (an event every {} per connection, a request every 4-10 s per client); b3 stopped at {}, restored {} later, watched for {}. `maxage` closes at {} +-20 %.\n\n",
+        "# Rebalance drill results\n\nCommit `{commit}`, {date}. {} clients, 3 stand-ins (an event every {} per connection, a request every 4-10 s per client); {events}; watched for {} after the restore. `maxage` closes at {} +-20 %.\n\n",
         args.clients,
         humantime::format_duration(args.event_every),
-        humantime::format_duration(args.before),
-        humantime::format_duration(args.down),
         humantime::format_duration(args.observe),
         humantime::format_duration(args.max_age),
     ));
@@ -680,13 +743,13 @@ fn report(args: &Args, results: &[RunResult]) -> String {
         s.push_str(&r.summary_row());
         s.push('\n');
     }
-    s.push_str("\n\"moved\" counts connections that clients saw closed after the restore; \"ideal\" is the excess above the mean at the restore. Failures while b3 was down are the crash's (requests in flight on b3), the same for every mode.\n");
+    s.push_str("\n\"moved\" counts connections that clients saw closed after the restore; \"ideal\" is the excess above the mean at the restore. Failures while a backend was down (\"failed while b3 was down\": from the first stop to the last restore) are the crashes' (requests in flight on the stopped backend), the same for every mode.\n");
     for r in results {
         s.push_str(&format!(
             "\n## {} every 5 s after the restore\n\n| t (s) | b1 | b2 | b3 | skew | closes | failed |\n|---|---|---|---|---|---|---|\n",
             r.mode
         ));
-        let restore_t = (args.before + args.down).as_secs_f64();
+        let restore_t = last_restore(args).as_secs_f64();
         let mut closes_acc = 0;
         let mut failed_acc = 0;
         for sec in &r.seconds {
