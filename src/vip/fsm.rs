@@ -356,11 +356,7 @@ impl Fsm {
             State::Master if self.params.handover == Handover::BreakBeforeMake => {
                 out.push(Action::RemoveAddresses);
                 out.push(Action::SendAdvert { priority: 0 });
-                self.transition(State::Initialize, Reason::Shutdown, out);
-                self.adver_at = None;
-                self.down_at = None;
-                self.announce_at = None;
-                self.master = None;
+                self.leave(Reason::Shutdown, out);
             }
             State::Master => {
                 // Make before break: keep the addresses until the new master is heard.
@@ -378,6 +374,12 @@ impl Fsm {
         if self.state == State::Master {
             out.push(Action::RemoveAddresses);
         }
+        self.leave(reason, out);
+    }
+
+    /// Go to Initialize and forget every timer and the master; the addresses are the
+    /// caller's business.
+    fn leave(&mut self, reason: Reason, out: &mut Vec<Action>) {
         self.transition(State::Initialize, reason, out);
         self.adver_at = None;
         self.down_at = None;
