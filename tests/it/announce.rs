@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::support::netns::{Lab, http_get_in, in_ns, metric, poll, reaches};
-use crate::support::{LbProcess, repo_path};
+use crate::support::{LbProcess, promtool_clean, repo_path};
 
 const PORT: u16 = 6443;
 const ADMIN: &str = "127.0.0.1:9441";
@@ -160,42 +160,6 @@ fn node(tag: &str) -> Option<(Lab, Standin)> {
 
 fn metrics(ns: &str) -> String {
     http_get_in(ns, admin(), "/metrics")
-}
-
-/// `promtool check metrics` finds nothing to say about `body` (skips without promtool).
-fn promtool_clean(body: &str) {
-    if !crate::support::have_tool("promtool", "prometheus") {
-        return;
-    }
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), body.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool output");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool: {report}"
-    );
-    for family in [
-        "apilb_announce_state",
-        "apilb_announce_transitions_total",
-        "apilb_announce_errors_total",
-    ] {
-        assert!(
-            body.contains(&format!("# TYPE {family} ")),
-            "{family} in:\n{body}"
-        );
-    }
 }
 
 fn exit(lb: &mut LbProcess, sig: Signal) -> Option<i32> {

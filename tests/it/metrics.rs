@@ -1,7 +1,6 @@
 //! The metrics and status endpoint of a running `apilb serve`, and the `status` and
 //! `backend` commands that use it.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
@@ -132,31 +131,7 @@ async fn metrics_pass_promtool_and_carry_the_documented_series() {
         assert_eq!(sample(&body, &series), Some(want), "{series}");
     }
 
-    if have_tool("promtool", "prometheus") {
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(body.as_bytes())
-            .expect("write");
-        let out = child.wait_with_output().expect("promtool output");
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && report.trim().is_empty(),
-            "promtool: {report}"
-        );
-    }
+    promtool_clean(&body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

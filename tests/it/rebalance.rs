@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -437,27 +436,7 @@ async fn operator_trigger_moves_connections_and_metrics_show_it() {
         "{}",
         lb.log()
     );
-    if have_tool("promtool", "prometheus") {
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool");
-        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), body.as_bytes())
-            .expect("write");
-        let out = child.wait_with_output().expect("promtool output");
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && report.trim().is_empty(),
-            "promtool: {report}"
-        );
-    }
+    promtool_clean(&body);
     a.stop.cancel();
     b.stop.cancel();
 }

@@ -305,6 +305,33 @@ pub async fn wait_listening(addr: SocketAddr) {
     .await;
 }
 
+/// `promtool check metrics` finds nothing to say about `body` (skips without promtool,
+/// through [`have_tool`]).
+pub fn promtool_clean(body: &str) {
+    if !have_tool("promtool", "prometheus") {
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), body.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool output");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+}
+
 /// A path inside the repository.
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
