@@ -20,19 +20,4 @@ if [ -z "${DRILL_NO_INSTALL:-}" ] && ! command -v haproxy >/dev/null 2>&1; then
 fi
 
 # 2. apilb (release) and the drill.
-cargo build --release --bin apilb >&2
-target_dir="$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)"
-drill="$(cargo bench --bench drill --no-run --message-format=json 2>/dev/null \
-    | grep '"kind":\["bench"\]' | grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d'"' -f4)"
-if [ -z "$drill" ] || [ ! -x "$drill" ]; then
-    echo "error: could not build the drill (try: cargo bench --bench drill --no-run)" >&2
-    exit 1
-fi
-
-# 3. Run. The drill stops every process it started, also on error and SIGINT/SIGTERM.
-args=("$@")
-case " $* " in
-    *" --apilb-bin"*) ;;
-    *) args=(--apilb-bin "$target_dir/release/apilb" "${args[@]}") ;;
-esac
-exec "$drill" "${args[@]}"
+exec benches/common/harness.sh drill "$@"

@@ -30,19 +30,4 @@ fi
 ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # 3. apilb (release) and the harness.
-cargo build --release --bin apilb >&2
-target_dir="$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)"
-harness="$(cargo bench --bench l4 --no-run --message-format=json 2>/dev/null \
-    | grep '"kind":\["bench"\]' | grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d'"' -f4)"
-if [ -z "$harness" ] || [ ! -x "$harness" ]; then
-    echo "error: could not build the l4 harness (try: cargo bench --bench l4 --no-run)" >&2
-    exit 1
-fi
-
-# 4. Run. The harness stops every process it started, also on SIGINT/SIGTERM.
-args=("$@")
-case " $* " in
-    *" --apilb-bin"*) ;;
-    *) args=(--apilb-bin "$target_dir/release/apilb" "${args[@]}") ;;
-esac
-exec "$harness" "${args[@]}"
+exec benches/common/harness.sh l4 "$@"

@@ -13,18 +13,4 @@ cd "$root"
 
 command -v prlimit >/dev/null 2>&1 || { echo "error: prlimit (util-linux) is needed" >&2; exit 1; }
 
-cargo build --release --bin apilb >&2
-target_dir="$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)"
-soak="$(cargo bench --bench soak --no-run --message-format=json 2>/dev/null \
-    | grep '"kind":\["bench"\]' | grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d'"' -f4)"
-if [ -z "$soak" ] || [ ! -x "$soak" ]; then
-    echo "error: could not build the soak (try: cargo bench --bench soak --no-run)" >&2
-    exit 1
-fi
-
-args=("$@")
-case " $* " in
-    *" --apilb-bin"*) ;;
-    *) args=(--apilb-bin "$target_dir/release/apilb" "${args[@]}") ;;
-esac
-exec "$soak" "${args[@]}"
+exec benches/common/harness.sh soak "$@"

@@ -28,6 +28,13 @@ fn eps(rows: &[(&str, u32, bool)]) -> Vec<Endpoint> {
         .collect()
 }
 
+/// Backends a and b, weight 1, both Up, and a rebalancer that has seen them Up since `t0`.
+fn two_up(t0: Instant) -> (Vec<Endpoint>, Rebalancer) {
+    let mut r = Rebalancer::new();
+    r.observe(t0, &[("a".into(), true), ("b".into(), true)]);
+    (eps(&[("a", 1, true), ("b", 1, true)]), r)
+}
+
 /// A connection with id `id` from client 10.0.<id/250>.<id%250> on `backend`, opened at
 /// `since`, last client byte at `up_at`, last server byte at `down_at`, `bytes` in total.
 fn conn(
@@ -149,9 +156,7 @@ fn sheds_the_excess_only_after_warmup_and_after() {
 fn waits_for_after_and_resets_when_the_skew_drops() {
     let t0 = Instant::now();
     let c = cfg();
-    let mut r = Rebalancer::new();
-    let e = eps(&[("a", 1, true), ("b", 1, true)]);
-    r.observe(t0, &[("a".into(), true), ("b".into(), true)]);
+    let (e, mut r) = two_up(t0);
     let start = t0 + 100 * S;
     let skewed = idle_conns(t0, &[("a", 8), ("b", 4)], 0);
     let even = idle_conns(t0, &[("a", 6), ("b", 6)], 0);
@@ -264,9 +269,7 @@ fn victims_follow_the_rules() {
         // 6: on the under-loaded backend: never a victim.
         conn(6, "b", old, long_ago, long_ago + S, 1),
     ];
-    let e = eps(&[("a", 1, true), ("b", 1, true)]);
-    let mut r = Rebalancer::new();
-    r.observe(t0, &[("a".into(), true), ("b".into(), true)]);
+    let (e, mut r) = two_up(t0);
     r.trigger();
     // Share is 4 each: A's excess is 2. One token at first, then 1/s per backend.
     let p = r.step(now, &c, &e, &conns);
@@ -309,9 +312,7 @@ fn victims_follow_the_rules() {
 fn never_quiet_connections_are_given_up() {
     let t0 = Instant::now();
     let c = cfg();
-    let e = eps(&[("a", 1, true), ("b", 1, true)]);
-    let mut r = Rebalancer::new();
-    r.observe(t0, &[("a".into(), true), ("b".into(), true)]);
+    let (e, mut r) = two_up(t0);
     r.trigger();
     let start = t0 + 1000 * S;
     let mut skips = Vec::new();
@@ -418,9 +419,7 @@ fn rate_limits_hold() {
 fn trigger_runs_now_and_ends_with_the_episode() {
     let t0 = Instant::now();
     let c = cfg();
-    let e = eps(&[("a", 1, true), ("b", 1, true)]);
-    let mut r = Rebalancer::new();
-    r.observe(t0, &[("a".into(), true), ("b".into(), true)]);
+    let (e, mut r) = two_up(t0);
     let start = t0 + 1000 * S;
     // 11:9 is skew 1.1 < 1.2: nothing on its own.
     let mut conns = idle_conns(t0, &[("a", 11), ("b", 9)], 0);
@@ -455,9 +454,7 @@ fn pending_reconnects_prevent_overshoot() {
         max_rate: 100,
         ..cfg()
     };
-    let e = eps(&[("a", 1, true), ("b", 1, true)]);
-    let mut r = Rebalancer::new();
-    r.observe(t0, &[("a".into(), true), ("b".into(), true)]);
+    let (e, mut r) = two_up(t0);
     r.trigger();
     let start = t0 + 1000 * S;
     // 300 on A, 100 on B: share 200 each, 100 to move. Clients take 3 s to come back.
