@@ -120,8 +120,20 @@ pub(crate) fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
 /// A `127.N.0.0/16` network number for this test process, distinct per call, so that
 /// parallel runs and tests do not collide on addresses.
 pub(crate) fn loopback_net() -> u8 {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static NEXT: AtomicU8 = AtomicU8::new(0);
-    let base = (std::process::id() % 100) as u8;
-    50 + (base + NEXT.fetch_add(1, Ordering::Relaxed) * 7) % 200
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // In u32: in u8 the sum overflowed (a debug-build panic) for some process ids.
+    let base = std::process::id() % 100;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    50 + u8::try_from(base.wrapping_add(n.wrapping_mul(7)) % 200).expect("below 200")
+}
+
+/// Any process id and any number of calls give a network number in 50..250 (the sum once
+/// overflowed a u8 for some process ids).
+#[test]
+fn loopback_nets_stay_in_range() {
+    for _ in 0..300 {
+        let n = loopback_net();
+        assert!((50..250).contains(&n), "{n}");
+    }
 }
