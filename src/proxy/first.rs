@@ -157,8 +157,13 @@ pub(crate) async fn exchange(
                 let n = match client.try_read(&mut buf) {
                     Ok(0) => {
                         // EOF: forwarding passes it on (a later read sees it again).
-                        client_open = false;
                         pools.put_buf(buf);
+                        if replay.nothing_sent() {
+                            // Connected and left without a byte (a port probe): nothing
+                            // to judge, so the backend leg is not held for the limit.
+                            return Verdict::Forward;
+                        }
+                        client_open = false;
                         continue;
                     }
                     Ok(n) => n,

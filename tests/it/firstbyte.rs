@@ -237,3 +237,26 @@ async fn first_byte_zero_turns_the_judgement_off() {
     );
     assert!(good.received.lock().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_without_a_byte_releases_its_backend_at_once() {
+    // A port probe (connect, close) used to hold its backend leg for all of firstByte.
+    let first = Backend::start(Behaviour::Answers("first")).await;
+    let second = Backend::start(Behaviour::Answers("second")).await;
+    let lb = lb(first.addr, second.addr, "30s").await;
+    let c = TcpStream::connect(lb.local_addrs()[0])
+        .await
+        .expect("connect");
+    wait_until(WAIT, "the probe is proxied", || async {
+        lb.backends().find("first").map(|b| b.active()) == Some(1)
+    })
+    .await;
+    drop(c);
+    // WAIT (10 s) is well under the 30 s firstByte the leg was held for before.
+    wait_until(WAIT, "the probe's backend leg is closed", || async {
+        lb.active_connections() == 0 && lb.backends().find("first").map(|b| b.active()) == Some(0)
+    })
+    .await;
+    assert_eq!(failures(&lb, "first", "no_first_byte"), 0);
+    assert_eq!(failures(&lb, "first", "closed_early"), 0);
+}

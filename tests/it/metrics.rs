@@ -210,6 +210,14 @@ async fn status_command_and_backend_drain_wait_enable_maint() {
         String::from_utf8_lossy(&out.stdout),
         format!("{on}: up (0 active connections)\n")
     );
+    // The probes of wait_listening are proxied too; they close within milliseconds.
+    wait_until(WAIT, "no connection left on master-2", || async {
+        let st = json(&apilb_cmd(&["status", "--json", "--metrics-address", &m]));
+        st.backends
+            .iter()
+            .any(|b| b.name == "master-2" && b.active_connections == 0)
+    })
+    .await;
     let out = apilb_cmd(&["backend", "maint", "master-2", "--metrics-address", &m]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
