@@ -8,19 +8,26 @@
 //! moves a direction to splice once a read fills the buffer (bulk transfer), which measured
 //! best on both kinds of traffic.
 
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use nix::fcntl::{SpliceFFlags, splice};
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::pool::Pools;
 
@@ -174,52 +181,171 @@ pub(crate) async fn run(
     pools: &Pools,
     activity: &Activity,
 ) -> End {
-    let up = pump(client, backend, mode, pools, activity, Dir::Up);
-    let down = pump(backend, client, mode, pools, activity, Dir::Down);
-    tokio::pin!(up, down);
-    let (mut up_done, mut down_done) = (false, false);
-    loop {
-        // A direction that ends passes its FIN on while the other one still flows; once
-        // both have ended, closing the sockets sends the last FIN without a shutdown call.
-        tokio::select! {
-            r = &mut up, if !up_done => match r {
-                Ok(()) => {
-                    up_done = true;
-                    if !down_done && let Err(e) = pass_fin(backend) {
-                        return End::Backend(e);
+    // The forwarding futures end with this block, so the shed below does not sit beside
+    // them in every connection's task (a future is as large as its largest state).
+    let shed_now = {
+        let up = pump(client, backend, mode, pools, activity, Dir::Up);
+        let down = pump(backend, client, mode, pools, activity, Dir::Down);
+        let idle_timer = idle_expired(activity, idle);
+        let cutting = cut.cancelled();
+        let killing = kill.cancelled();
+        let shedding = shed.notified();
+        tokio::pin!(up, down, idle_timer, cutting, killing, shedding);
+        let rare = RareWake::new();
+        let (mut up_done, mut down_done) = (false, false);
+        loop {
+            // A direction that ends passes its FIN on while the other one still flows;
+            // once both have ended, closing the sockets sends the last FIN without a
+            // shutdown call.
+            let event = tokio::select! {
+                r = &mut up, if !up_done => match r {
+                    Ok(()) => {
+                        up_done = true;
+                        if !down_done && let Err(e) = pass_fin(backend) {
+                            return End::Backend(e);
+                        }
+                        None
                     }
-                }
-                Err(Failure::Src(e)) => return End::Client(e),
-                Err(Failure::Dst(e)) => return End::Backend(e),
-            },
-            r = &mut down, if !down_done => match r {
-                Ok(()) => {
-                    down_done = true;
-                    if !up_done && let Err(e) = pass_fin(client) {
-                        return End::Client(e);
+                    Err(Failure::Src(e)) => return End::Client(e),
+                    Err(Failure::Dst(e)) => return End::Backend(e),
+                },
+                r = &mut down, if !down_done => match r {
+                    Ok(()) => {
+                        down_done = true;
+                        if !up_done && let Err(e) = pass_fin(client) {
+                            return End::Client(e);
+                        }
+                        None
                     }
+                    Err(Failure::Src(e)) => return End::Backend(e),
+                    Err(Failure::Dst(e)) => return End::Client(e),
+                },
+                e = std::future::poll_fn(|cx| rare.poll(
+                    cx,
+                    idle_timer.as_mut(),
+                    cutting.as_mut(),
+                    killing.as_mut(),
+                    shedding.as_mut(),
+                )) => Some(e),
+            };
+            match event {
+                None => {}
+                Some(Rare::Idle) => return End::IdleTimeout,
+                Some(Rare::Cut) => return End::DrainCut,
+                Some(Rare::Kill) => return End::BackendDown,
+                // The server spoke last (no request forwarded and unanswered), and nothing
+                // is in flight in the kernel either.
+                Some(Rare::Shed)
+                    if !up_done
+                        && !down_done
+                        && activity.last_down() > activity.last_up()
+                        && quiet(client, backend) =>
+                {
+                    break true;
                 }
-                Err(Failure::Src(e)) => return End::Backend(e),
-                Err(Failure::Dst(e)) => return End::Client(e),
-            },
-            () = idle_expired(activity, idle) => return End::IdleTimeout,
-            () = cut.cancelled() => return End::DrainCut,
-            () = kill.cancelled() => return End::BackendDown,
-            () = shed.notified(), if !up_done && !down_done => {
-                // The server spoke last (no request forwarded and unanswered), and
-                // nothing is in flight in the kernel either.
-                if activity.last_down() > activity.last_up() && quiet(client, backend) {
-                    activity.closing.store(true, Ordering::Relaxed);
-                    return shed_gracefully(client, backend, cut).await;
+                Some(Rare::Shed) => {
+                    // Not now: wait for the next request to shed.
+                    shedding.set(shed.notified());
+                    rare.rearm();
                 }
             }
+            if up_done && down_done {
+                break false;
+            }
         }
-        if up_done && down_done {
-            return End::Eof;
-        }
+    };
+    if shed_now {
+        activity.closing.store(true, Ordering::Relaxed);
+        shed_gracefully(client, backend, cut).await
+    } else {
+        End::Eof
     }
 }
 
+/// One of a connection's rare events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rare {
+    Idle,
+    Cut,
+    Kill,
+    Shed,
+}
+
+/// Polls a connection's rare events (idle timeout, drain cut, backend down, shed request)
+/// only after one of them woke the task. Every message wakes the connection's task, and a
+/// select over all of them would poll each every time: a waiting `Notified` re-registers
+/// under its list's mutex on every poll, and the cut and kill lists are shared by every
+/// connection of every worker. The rare futures get a waker of their own that marks them
+/// woken and passes the wake-up on to the task.
+struct RareWake {
+    flag: Arc<WakeFlag>,
+    /// Wakes through `flag`.
+    waker: Waker,
+}
+
+/// Set when a rare future asked to be polled; holds the task's waker to pass that on.
+#[derive(Debug)]
+struct WakeFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl RareWake {
+    /// Woken at first, so the first poll registers every rare future.
+    fn new() -> Self {
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let waker = Waker::from(Arc::clone(&flag));
+        Self { flag, waker }
+    }
+
+    /// Poll the rare futures at the next [`poll`](Self::poll) (one was replaced).
+    fn rearm(&self) {
+        self.flag.woken.store(true, Ordering::Relaxed);
+    }
+
+    /// The first rare event that happened, polling the futures only if one of them woke
+    /// the task since the last time.
+    fn poll(
+        &self,
+        cx: &mut Context<'_>,
+        idle: Pin<&mut impl Future<Output = ()>>,
+        cut: Pin<&mut WaitForCancellationFuture<'_>>,
+        kill: Pin<&mut WaitForCancellationFuture<'_>>,
+        shed: Pin<&mut Notified<'_>>,
+    ) -> Poll<Rare> {
+        // Registered before the flag is taken: a wake-up after the swap wakes the task.
+        self.flag.task.register(cx.waker());
+        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let mut own = Context::from_waker(&self.waker);
+        if idle.poll(&mut own).is_ready() {
+            Poll::Ready(Rare::Idle)
+        } else if cut.poll(&mut own).is_ready() {
+            Poll::Ready(Rare::Cut)
+        } else if kill.poll(&mut own).is_ready() {
+            Poll::Ready(Rare::Kill)
+        } else if shed.poll(&mut own).is_ready() {
+            Poll::Ready(Rare::Shed)
+        } else {
+            Poll::Pending
+        }
+    }
+}
 /// Resolves once no byte has moved for `idle`. One timer, re-armed only when it fires.
 async fn idle_expired(activity: &Activity, idle: Duration) {
     loop {
@@ -550,5 +676,100 @@ mod tests {
             "the forwarding future is {size} bytes"
         );
         eprintln!("forwarding future: {size} bytes");
+    }
+
+    /// Two connected sockets on loopback.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let a = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (b, _) = l.accept().await.expect("accept");
+        (a, b)
+    }
+
+    /// A shed request waits while a request is unanswered, and is honoured at the next one
+    /// that finds the connection quiet; every rare event ends the forwarding with its own
+    /// reason while bytes keep flowing.
+    #[tokio::test]
+    async fn rare_events_end_forwarding_with_their_reason() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        for rare in [Rare::Idle, Rare::Cut, Rare::Kill, Rare::Shed] {
+            let ((mut user, client), (backend, mut server)) = (pair().await, pair().await);
+            let (cut, kill, shed) = (
+                CancellationToken::new(),
+                CancellationToken::new(),
+                Notify::new(),
+            );
+            let (pools, activity) = (Pools::default(), Activity::new());
+            let idle = if rare == Rare::Idle {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(60)
+            };
+            let forwarding = run(
+                &client,
+                &backend,
+                Mode::Auto,
+                idle,
+                &cut,
+                &kill,
+                &shed,
+                &pools,
+                &activity,
+            );
+            let script = async {
+                let mut got = [0u8; 5];
+                // Messages both ways, as a watch would carry them.
+                for _ in 0..3 {
+                    user.write_all(b"hello").await.expect("write");
+                    server.read_exact(&mut got).await.expect("read");
+                    server.write_all(b"event").await.expect("write");
+                    user.read_exact(&mut got).await.expect("read");
+                    assert_eq!(&got, b"event");
+                }
+                match rare {
+                    Rare::Idle => {}
+                    Rare::Cut => cut.cancel(),
+                    Rare::Kill => kill.cancel(),
+                    Rare::Shed => {
+                        // A request in flight: the shed must wait.
+                        user.write_all(b"again").await.expect("write");
+                        server.read_exact(&mut got).await.expect("read");
+                        shed.notify_one();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        server.write_all(b"reply").await.expect("write");
+                        user.read_exact(&mut got).await.expect("read");
+                        assert_eq!(&got, b"reply", "the answer got through");
+                        // Quiet now: the next request to shed is honoured.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        shed.notify_one();
+                        // Both peers see a clean FIN.
+                        assert_eq!(user.read(&mut got).await.expect("read"), 0);
+                        assert_eq!(server.read(&mut got).await.expect("read"), 0);
+                        // And close in turn, which ends the shed.
+                        return None;
+                    }
+                }
+                // The peers stay open until forwarding ended.
+                Some((user, server))
+            };
+            let (end, _peers) = tokio::time::timeout(Duration::from_secs(10), async {
+                tokio::join!(forwarding, script)
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{rare:?}: forwarding did not end"));
+            let want = match rare {
+                Rare::Idle => "idle_timeout",
+                Rare::Cut => "drain_cut",
+                Rare::Kill => "backend_down",
+                Rare::Shed => "rebalance",
+            };
+            assert_eq!(end.label(), want, "{rare:?}: {end:?}");
+            assert_eq!(activity.up.load(Ordering::Relaxed) % 5, 0);
+        }
     }
 }
