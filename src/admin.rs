@@ -469,6 +469,10 @@ fn change(state: &AdminState, name: &str, action: &str, peer: SocketAddr) -> Res
 
 async fn metrics(state: &Arc<AdminState>) -> Response<Full<Bytes>> {
     let m = &state.metrics;
+    // Gauges of what the data plane counts anyway, read at scrape time instead of kept in
+    // step per connection.
+    m.active
+        .set(i64::try_from(state.proxy.active_connections()).unwrap_or(i64::MAX));
     for b in state.backends.snapshot().iter() {
         m.backend_active
             .with_label_values(&[b.name()])

@@ -44,7 +44,8 @@ pub struct Metrics {
     /// `apilb_connections_rejected_total{reason}`: closed at once without proxying
     /// (`max_connections`).
     pub rejected: IntCounterVec,
-    /// `apilb_connections_active`: client connections open now.
+    /// `apilb_connections_active`: client connections open now (set from the proxy's
+    /// `maxConnections` count when scraped).
     pub active: IntGauge,
     /// `apilb_connections_failed_total{reason}`: clients closed without a backend connection
     /// (`no_backend`: every backend failed; `local_resources`: no socket could be made).

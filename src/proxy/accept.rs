@@ -109,10 +109,13 @@ pub(crate) async fn accept_loop(
         Err(_) => "?".to_owned(),
     };
     let mut backoff = ACCEPT_BACKOFF_MIN;
+    // Registered once, not once per accepted connection.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let accepted = tokio::select! {
             biased;
-            () = stop.cancelled() => break,
+            () = &mut stopped => break,
             r = listener.accept() => r,
         };
         match accepted {
@@ -135,7 +138,7 @@ pub(crate) async fn accept_loop(
                     tracing::warn!(listener = %local, error = %e, "accept failed: out of resources; backing off");
                 }
                 tokio::select! {
-                    () = stop.cancelled() => break,
+                    () = &mut stopped => break,
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
@@ -235,7 +238,6 @@ fn admit(
         drop(stream);
         return;
     }
-    shared.metrics.active.inc();
     let guard = ClientGuard(Arc::clone(shared));
     tracker.spawn(conn::run(
         Arc::clone(shared),
@@ -253,7 +255,6 @@ struct ClientGuard(Arc<Shared>);
 impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
-        self.0.metrics.active.dec();
     }
 }
 

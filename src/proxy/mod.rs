@@ -139,10 +139,10 @@ pub struct Proxy {
     listeners: Mutex<HashMap<SocketAddr, Listening>>,
     /// Configured listen addresses, in config order.
     order: Mutex<Vec<SocketAddr>>,
-    /// Accept loops and connections.
-    tracker: TaskTracker,
     /// Cancelled at the end of a drain: every connection closes.
     cut: CancellationToken,
+    /// What each worker's accept loops and connections share, by worker index.
+    scopes: Vec<Scope>,
     /// The threads accept loops and connections run on.
     workers: worker::Workers,
     /// Each worker's counters, by worker index.
@@ -179,7 +179,12 @@ impl Proxy {
             }),
             listeners: Mutex::new(HashMap::new()),
             order: Mutex::new(config.listen.clone()),
-            tracker: TaskTracker::new(),
+            scopes: (0..workers.len())
+                .map(|_| Scope {
+                    tracker: TaskTracker::new(),
+                    cut: cut.child_token(),
+                })
+                .collect(),
             cut,
             stats,
             workers,
@@ -315,18 +320,23 @@ impl Proxy {
     /// Let connections finish for up to `limit`, then cut the rest. Returns once every
     /// accept loop and connection task has ended. Call after [`stop_accepting`](Self::stop_accepting).
     pub async fn drain(&self, limit: Duration) -> ShutdownReport {
-        self.tracker.close();
+        for s in &self.scopes {
+            s.tracker.close();
+        }
         let open_at_start = self.active_connections();
         let mut cut = 0;
-        if tokio::time::timeout(limit, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(limit, self.all_ended()).await.is_err() {
             cut = self.active_connections();
             self.cut.cancel();
-            self.tracker.wait().await;
+            self.all_ended().await;
         }
         ShutdownReport { open_at_start, cut }
+    }
+
+    /// Once every accept loop and connection task of every worker has ended (after their
+    /// trackers were closed).
+    async fn all_ended(&self) {
+        futures_util::future::join_all(self.scopes.iter().map(|s| s.tracker.wait())).await;
     }
 
     /// Stop accepting, drain for up to `limit` and cut the rest.
@@ -407,15 +417,16 @@ impl Proxy {
                 }
             };
             registered.push(Arc::clone(&socket));
-            self.tracker.spawn_on(
+            let scope = &self.scopes[i];
+            scope.tracker.spawn_on(
                 accept::accept_loop(
                     socket,
                     Arc::clone(&burst),
                     Arc::clone(&self.stats[i]),
                     Arc::clone(&self.shared),
-                    stop.clone(),
-                    self.cut.clone(),
-                    self.tracker.clone(),
+                    stop.child_token(),
+                    scope.cut.clone(),
+                    scope.tracker.clone(),
                 ),
                 handle,
             );
@@ -430,6 +441,16 @@ impl Proxy {
             },
         );
     }
+}
+
+/// What one worker's accept loops and connections share. Each worker has its own, so
+/// starting, ending or waiting on a connection touches only memory its own core writes: a
+/// connection's task is counted by its worker's tracker, and a connection waiting for the
+/// cut registers with its worker's token (a child of the proxy's `cut`).
+#[derive(Debug)]
+struct Scope {
+    tracker: TaskTracker,
+    cut: CancellationToken,
 }
 
 /// Bind every address for `workers` workers, or none: on the first failure the ones

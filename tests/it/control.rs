@@ -173,7 +173,8 @@ async fn controls_reload_from_the_file_then_shut_down_in_order() {
     let (mut open, _) = connect_tagged(listen).await;
     // Earlier probes' connections may still be closing on a busy machine.
     wait_until(WAIT, "only this connection open", || async {
-        m.active.get() == 1
+        let (_, body) = http_get(metrics, "/metrics").await;
+        body.lines().any(|l| l == "apilb_connections_active 1")
     })
     .await;
     tx.send(Control::Shutdown).await.expect("send");
