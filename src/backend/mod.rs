@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackendAddress, BackendConfig, HealthConfig};
 use crate::health::state::{Admin, Health, Outcome, Thresholds, Transition};
@@ -53,8 +52,9 @@ pub struct Backend {
     consecutive_failures: AtomicU32,
     health_config: ArcSwap<HealthConfig>,
     health: Mutex<Health>,
-    /// Cancelled to close every established connection (`onDown: close`); replaced after.
-    kill: Mutex<CancellationToken>,
+    /// Bumped to close every connection established before (`onDown: close`), by
+    /// [`BackendSet::close_connections`].
+    closings: AtomicU64,
 }
 
 impl Backend {
@@ -74,7 +74,7 @@ impl Backend {
             consecutive_failures: AtomicU32::new(0),
             health_config: ArcSwap::from_pointee(cfg.health.clone()),
             health: Mutex::new(Health::new()),
-            kill: Mutex::new(CancellationToken::new()),
+            closings: AtomicU64::new(0),
         }
     }
 
@@ -114,15 +114,10 @@ impl Backend {
         lock(&self.health).set_admin(admin, now)
     }
 
-    /// A token cancelled when this backend's connections must close.
-    pub fn kill_token(&self) -> CancellationToken {
-        lock(&self.kill).clone()
-    }
-
-    /// Close every established connection now.
-    pub fn close_connections(&self) {
-        let old = std::mem::take(&mut *lock(&self.kill));
-        old.cancel();
+    /// How many times its connections were closed (`onDown: close`): a connection that
+    /// saw an older count when it was established must close.
+    pub fn closings(&self) -> u64 {
+        self.closings.load(Ordering::Acquire)
     }
 
     /// Its name: the configured name, or `NAME/IP:PORT` for an endpoint of a DNS-named
@@ -296,6 +291,9 @@ pub struct BackendSet {
     sources: Mutex<Sources>,
     events: mpsc::UnboundedSender<Event>,
     view: watch::Sender<View>,
+    /// Bumped with any backend's [`Backend::closings`], so the data plane looks for the
+    /// connections to close.
+    closings: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -334,6 +332,7 @@ impl BackendSet {
             sources: Mutex::new(Sources::default()),
             events,
             view: watch::Sender::new(View::default()),
+            closings: watch::Sender::new(0),
         };
         let mut sources = lock(&set.sources);
         sources.configs = cfgs.to_vec();
@@ -341,6 +340,18 @@ impl BackendSet {
         drop(sources);
         set.refresh_view();
         (set, rx)
+    }
+
+    /// Close every connection established to `backend` so far (`onDown: close`); the data
+    /// plane's workers close them at once.
+    pub fn close_connections(&self, backend: &Backend) {
+        backend.closings.fetch_add(1, Ordering::AcqRel);
+        self.closings.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever [`close_connections`](Self::close_connections) was called.
+    pub fn watch_closings(&self) -> watch::Receiver<u64> {
+        self.closings.subscribe()
     }
 
     /// Watch the set's [`View`].

@@ -245,7 +245,7 @@ impl Checks {
             if n > 0 {
                 tracing::warn!(backend = %name, connections = n, "onDown close: closing its connections");
             }
-            backend.close_connections();
+            self.backends.close_connections(backend);
         }
     }
 

@@ -15,6 +15,7 @@ use super::accept::WorkerStats;
 use super::first::{self, Replay, Verdict};
 use super::forward::{self, Activity, End, Mode};
 use super::socket::tune;
+use super::track::Why;
 use super::{Settings, Shared};
 use crate::backend::{ActiveGuard, Backend, State};
 use crate::config::Forwarding;
@@ -115,19 +116,15 @@ pub(crate) async fn run<A: Send + 'static>(
         if first_up > 0 {
             activity.sent_up(first_up);
         }
-        let kill = active.backend().kill_token();
-        let end = forward::run(
-            &client,
-            &backend,
-            mode,
-            settings.timeouts.idle,
-            &cut,
-            &kill,
-            &entry.tracked.shed,
-            &worker.pools,
-            activity,
-        )
-        .await;
+        let signal = &entry.tracked.signal;
+        // From here on the worker's sweeper raises the cut on this connection; one that
+        // came before it was in the table is raised here (same thread, so no gap).
+        if cut.is_cancelled() {
+            signal.raise(Why::Cut);
+        }
+        drop(cut);
+        drop(tried);
+        let end = forward::run(&client, &backend, mode, signal, &worker.pools, activity).await;
         let up = activity.up.load(std::sync::atomic::Ordering::Relaxed);
         let down = activity.down.load(std::sync::atomic::Ordering::Relaxed);
         let m = &shared.metrics;

@@ -8,28 +8,20 @@
 //! moves a direction to splice once a read fills the buffer (bulk transfer), which measured
 //! best on both kinds of traffic.
 
-use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
-
-use futures_util::task::AtomicWaker;
 
 use nix::fcntl::{SpliceFFlags, splice};
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
-use tokio::sync::futures::Notified;
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::pool::Pools;
+use super::track::{Signal, Why};
 
 /// How bytes are moved for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +147,8 @@ impl Activity {
         self.start + Duration::from_micros(self.last_down_us.load(Ordering::Relaxed))
     }
 
-    fn last(&self) -> Instant {
+    /// Time of the last byte either way (the start if none).
+    pub(crate) fn last(&self) -> Instant {
         self.last_up().max(self.last_down())
     }
 }
@@ -166,18 +159,16 @@ enum Failure {
     Dst(io::Error),
 }
 
-/// Forward between `client` and `backend` until both sides are done, an error, the idle
-/// timeout, `cut` (end of drain), `kill` (backend down) or `shed` (rebalance; honoured only
-/// at a quiet instant, see [`shed_gracefully`]).
-#[allow(clippy::too_many_arguments)]
+/// Forward between `client` and `backend` until both sides are done, an error, or a reason
+/// raised on `signal`: idle, cut (end of drain), kill (backend down) or shed (rebalance;
+/// honoured only at a quiet instant, see [`shed_gracefully`]). The signal is checked on each
+/// wake-up with one atomic load; nothing in here waits on a timer or on a token shared with
+/// other connections.
 pub(crate) async fn run(
     client: &TcpStream,
     backend: &TcpStream,
     mode: Mode,
-    idle: Duration,
-    cut: &CancellationToken,
-    kill: &CancellationToken,
-    shed: &Notify,
+    signal: &Signal,
     pools: &Pools,
     activity: &Activity,
 ) -> End {
@@ -186,18 +177,13 @@ pub(crate) async fn run(
     let shed_now = {
         let up = pump(client, backend, mode, pools, activity, Dir::Up);
         let down = pump(backend, client, mode, pools, activity, Dir::Down);
-        let idle_timer = idle_expired(activity, idle);
-        let cutting = cut.cancelled();
-        let killing = kill.cancelled();
-        let shedding = shed.notified();
-        tokio::pin!(up, down, idle_timer, cutting, killing, shedding);
-        let rare = RareWake::new();
+        tokio::pin!(up, down);
         let (mut up_done, mut down_done) = (false, false);
         loop {
             // A direction that ends passes its FIN on while the other one still flows;
             // once both have ended, closing the sockets sends the last FIN without a
             // shutdown call.
-            let event = tokio::select! {
+            let raised = tokio::select! {
                 r = &mut up, if !up_done => match r {
                     Ok(()) => {
                         up_done = true;
@@ -220,22 +206,16 @@ pub(crate) async fn run(
                     Err(Failure::Src(e)) => return End::Backend(e),
                     Err(Failure::Dst(e)) => return End::Client(e),
                 },
-                e = std::future::poll_fn(|cx| rare.poll(
-                    cx,
-                    idle_timer.as_mut(),
-                    cutting.as_mut(),
-                    killing.as_mut(),
-                    shedding.as_mut(),
-                )) => Some(e),
+                why = std::future::poll_fn(|cx| signal.poll(cx)) => Some(why),
             };
-            match event {
+            match raised {
                 None => {}
-                Some(Rare::Idle) => return End::IdleTimeout,
-                Some(Rare::Cut) => return End::DrainCut,
-                Some(Rare::Kill) => return End::BackendDown,
+                Some(Why::Idle) => return End::IdleTimeout,
+                Some(Why::Cut) => return End::DrainCut,
+                Some(Why::Kill) => return End::BackendDown,
                 // The server spoke last (no request forwarded and unanswered), and nothing
                 // is in flight in the kernel either.
-                Some(Rare::Shed)
+                Some(Why::Shed)
                     if !up_done
                         && !down_done
                         && activity.last_down() > activity.last_up()
@@ -243,11 +223,8 @@ pub(crate) async fn run(
                 {
                     break true;
                 }
-                Some(Rare::Shed) => {
-                    // Not now: wait for the next request to shed.
-                    shedding.set(shed.notified());
-                    rare.rearm();
-                }
+                // Not now: wait for the next request to shed.
+                Some(Why::Shed) => signal.clear(Why::Shed),
             }
             if up_done && down_done {
                 break false;
@@ -256,104 +233,9 @@ pub(crate) async fn run(
     };
     if shed_now {
         activity.closing.store(true, Ordering::Relaxed);
-        shed_gracefully(client, backend, cut).await
+        shed_gracefully(client, backend, signal).await
     } else {
         End::Eof
-    }
-}
-
-/// One of a connection's rare events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rare {
-    Idle,
-    Cut,
-    Kill,
-    Shed,
-}
-
-/// Polls a connection's rare events (idle timeout, drain cut, backend down, shed request)
-/// only after one of them woke the task. Every message wakes the connection's task, and a
-/// select over all of them would poll each every time: a waiting `Notified` re-registers
-/// under its list's mutex on every poll, and the cut and kill lists are shared by every
-/// connection of every worker. The rare futures get a waker of their own that marks them
-/// woken and passes the wake-up on to the task.
-struct RareWake {
-    flag: Arc<WakeFlag>,
-    /// Wakes through `flag`.
-    waker: Waker,
-}
-
-/// Set when a rare future asked to be polled; holds the task's waker to pass that on.
-#[derive(Debug)]
-struct WakeFlag {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for WakeFlag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-impl RareWake {
-    /// Woken at first, so the first poll registers every rare future.
-    fn new() -> Self {
-        let flag = Arc::new(WakeFlag {
-            woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
-        let waker = Waker::from(Arc::clone(&flag));
-        Self { flag, waker }
-    }
-
-    /// Poll the rare futures at the next [`poll`](Self::poll) (one was replaced).
-    fn rearm(&self) {
-        self.flag.woken.store(true, Ordering::Relaxed);
-    }
-
-    /// The first rare event that happened, polling the futures only if one of them woke
-    /// the task since the last time.
-    fn poll(
-        &self,
-        cx: &mut Context<'_>,
-        idle: Pin<&mut impl Future<Output = ()>>,
-        cut: Pin<&mut WaitForCancellationFuture<'_>>,
-        kill: Pin<&mut WaitForCancellationFuture<'_>>,
-        shed: Pin<&mut Notified<'_>>,
-    ) -> Poll<Rare> {
-        // Registered before the flag is taken: a wake-up after the swap wakes the task.
-        self.flag.task.register(cx.waker());
-        if !self.flag.woken.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        let mut own = Context::from_waker(&self.waker);
-        if idle.poll(&mut own).is_ready() {
-            Poll::Ready(Rare::Idle)
-        } else if cut.poll(&mut own).is_ready() {
-            Poll::Ready(Rare::Cut)
-        } else if kill.poll(&mut own).is_ready() {
-            Poll::Ready(Rare::Kill)
-        } else if shed.poll(&mut own).is_ready() {
-            Poll::Ready(Rare::Shed)
-        } else {
-            Poll::Pending
-        }
-    }
-}
-/// Resolves once no byte has moved for `idle`. One timer, re-armed only when it fires.
-async fn idle_expired(activity: &Activity, idle: Duration) {
-    loop {
-        let deadline = activity.last() + idle;
-        tokio::time::sleep_until(deadline).await;
-        if activity.last() + idle <= Instant::now() {
-            return;
-        }
     }
 }
 
@@ -377,9 +259,9 @@ fn quiet(client: &TcpStream, backend: &TcpStream) -> bool {
 
 /// End a quiet connection the way a clean close looks to both peers: FIN to each
 /// (shutdown(Write)), then read and discard until each peer closes its side too (bounded
-/// by [`SHED_LINGER`] and by `cut`), so the final close finds empty receive queues and
-/// sends no RST.
-async fn shed_gracefully(client: &TcpStream, backend: &TcpStream, cut: &CancellationToken) -> End {
+/// by [`SHED_LINGER`] and by a cut, the end of a drain), so the final close finds empty
+/// receive queues and sends no RST.
+async fn shed_gracefully(client: &TcpStream, backend: &TcpStream, signal: &Signal) -> End {
     let (a, b) = (pass_fin(client), pass_fin(backend));
     if let Err(e) = a {
         return End::Client(e);
@@ -392,9 +274,14 @@ async fn shed_gracefully(client: &TcpStream, backend: &TcpStream, cut: &Cancella
         r = tokio::time::timeout(SHED_LINGER, both) => if r.is_err() {
             tracing::debug!("a peer did not close within {SHED_LINGER:?} of the rebalance FIN");
         },
-        () = cut.cancelled() => {}
+        () = cut(signal) => {}
     }
     End::Rebalance
+}
+
+/// Resolves once a cut is raised on `signal`.
+async fn cut(signal: &Signal) {
+    std::future::poll_fn(|cx| signal.poll_raised(cx, Why::Cut)).await;
 }
 
 /// Bytes read at a time while discarding after a rebalance FIN.
@@ -653,23 +540,8 @@ mod tests {
             .await
             .expect("connect");
         let (b, _) = l.accept().await.expect("accept");
-        let (cut, kill, shed) = (
-            CancellationToken::new(),
-            CancellationToken::new(),
-            Notify::new(),
-        );
-        let (pools, activity) = (Pools::default(), Activity::new());
-        let f = run(
-            &a,
-            &b,
-            Mode::Auto,
-            Duration::from_secs(1),
-            &cut,
-            &kill,
-            &shed,
-            &pools,
-            &activity,
-        );
+        let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
+        let f = run(&a, &b, Mode::Auto, &signal, &pools, &activity);
         let size = std::mem::size_of_val(&f);
         assert!(
             size <= MAX_FORWARD_FUTURE,
@@ -690,37 +562,17 @@ mod tests {
         (a, b)
     }
 
-    /// A shed request waits while a request is unanswered, and is honoured at the next one
-    /// that finds the connection quiet; every rare event ends the forwarding with its own
-    /// reason while bytes keep flowing.
+    /// Each reason raised on the signal ends forwarding with its own close reason while
+    /// bytes keep flowing; a shed waits while a request is unanswered and is honoured at the
+    /// next request that finds the connection quiet, with a FIN to both peers.
     #[tokio::test]
-    async fn rare_events_end_forwarding_with_their_reason() {
+    async fn raised_reasons_end_forwarding_with_their_own_reason() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-        for rare in [Rare::Idle, Rare::Cut, Rare::Kill, Rare::Shed] {
+        for why in Why::ALL {
             let ((mut user, client), (backend, mut server)) = (pair().await, pair().await);
-            let (cut, kill, shed) = (
-                CancellationToken::new(),
-                CancellationToken::new(),
-                Notify::new(),
-            );
-            let (pools, activity) = (Pools::default(), Activity::new());
-            let idle = if rare == Rare::Idle {
-                Duration::from_millis(300)
-            } else {
-                Duration::from_secs(60)
-            };
-            let forwarding = run(
-                &client,
-                &backend,
-                Mode::Auto,
-                idle,
-                &cut,
-                &kill,
-                &shed,
-                &pools,
-                &activity,
-            );
+            let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
+            let forwarding = run(&client, &backend, Mode::Auto, &signal, &pools, &activity);
             let script = async {
                 let mut got = [0u8; 5];
                 // Messages both ways, as a watch would carry them.
@@ -731,45 +583,71 @@ mod tests {
                     user.read_exact(&mut got).await.expect("read");
                     assert_eq!(&got, b"event");
                 }
-                match rare {
-                    Rare::Idle => {}
-                    Rare::Cut => cut.cancel(),
-                    Rare::Kill => kill.cancel(),
-                    Rare::Shed => {
-                        // A request in flight: the shed must wait.
-                        user.write_all(b"again").await.expect("write");
-                        server.read_exact(&mut got).await.expect("read");
-                        shed.notify_one();
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        server.write_all(b"reply").await.expect("write");
-                        user.read_exact(&mut got).await.expect("read");
-                        assert_eq!(&got, b"reply", "the answer got through");
-                        // Quiet now: the next request to shed is honoured.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        shed.notify_one();
-                        // Both peers see a clean FIN.
-                        assert_eq!(user.read(&mut got).await.expect("read"), 0);
-                        assert_eq!(server.read(&mut got).await.expect("read"), 0);
-                        // And close in turn, which ends the shed.
-                        return None;
-                    }
+                if why != Why::Shed {
+                    signal.raise(why);
+                    // The peers stay open until forwarding ended.
+                    return Some((user, server));
                 }
-                // The peers stay open until forwarding ended.
-                Some((user, server))
+                // A request in flight: the shed must wait.
+                user.write_all(b"again").await.expect("write");
+                server.read_exact(&mut got).await.expect("read");
+                signal.raise(Why::Shed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                server.write_all(b"reply").await.expect("write");
+                user.read_exact(&mut got).await.expect("read");
+                assert_eq!(&got, b"reply", "the answer got through");
+                // Quiet now: the next request to shed is honoured.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                signal.raise(Why::Shed);
+                // Both peers see a clean FIN, and close in turn, which ends the shed.
+                assert_eq!(user.read(&mut got).await.expect("read"), 0);
+                assert_eq!(server.read(&mut got).await.expect("read"), 0);
+                None
             };
             let (end, _peers) = tokio::time::timeout(Duration::from_secs(10), async {
                 tokio::join!(forwarding, script)
             })
             .await
-            .unwrap_or_else(|_| panic!("{rare:?}: forwarding did not end"));
-            let want = match rare {
-                Rare::Idle => "idle_timeout",
-                Rare::Cut => "drain_cut",
-                Rare::Kill => "backend_down",
-                Rare::Shed => "rebalance",
+            .unwrap_or_else(|_| panic!("{why:?}: forwarding did not end"));
+            let want = match why {
+                Why::Idle => "idle_timeout",
+                Why::Cut => "drain_cut",
+                Why::Kill => "backend_down",
+                Why::Shed => "rebalance",
             };
-            assert_eq!(end.label(), want, "{rare:?}: {end:?}");
+            assert_eq!(end.label(), want, "{why:?}: {end:?}");
             assert_eq!(activity.up.load(Ordering::Relaxed) % 5, 0);
         }
+    }
+
+    /// A cut raised while a shed waits for the peers to close ends the wait at once.
+    #[tokio::test]
+    async fn a_cut_ends_a_shed_waiting_for_its_peers() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let ((mut user, client), (backend, mut server)) = (pair().await, pair().await);
+        let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
+        let forwarding = run(&client, &backend, Mode::Auto, &signal, &pools, &activity);
+        let script = async {
+            let mut got = [0u8; 5];
+            user.write_all(b"hello").await.expect("write");
+            server.read_exact(&mut got).await.expect("read");
+            server.write_all(b"event").await.expect("write");
+            user.read_exact(&mut got).await.expect("read");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            signal.raise(Why::Shed);
+            // The FIN reaches the user, who does not close (SHED_LINGER would hold on).
+            assert_eq!(user.read(&mut got).await.expect("read"), 0);
+            signal.raise(Why::Cut);
+            (user, server)
+        };
+        let started = Instant::now();
+        let (end, _peers) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(forwarding, script)
+        })
+        .await
+        .expect("a cut ends the shed's linger");
+        assert_eq!(end.label(), "rebalance");
+        assert!(started.elapsed() < SHED_LINGER);
     }
 }

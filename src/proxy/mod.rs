@@ -6,13 +6,18 @@
 //! ```text
 //!   socket.rs ──> accept.rs ──> conn.rs ──> forward.rs ──> pool.rs
 //!   (bind, TCP    (limits,       (pick, connect   (splice / copy,
-//!    options)      back-off)      with retry)      half-close, idle)
+//!    options)      back-off)      with retry)      half-close)
+//!                                   │                  ▲ signal
+//!                                   ▼                  │
+//!                                track.rs <──────── sweep.rs
+//!                                (open connections)  (idle, cut, onDown close)
 //! ```
 //!
 //! It runs on `workers` threads ([`worker`]), each with its own single-threaded runtime.
 //! Every listening address has an accept loop on every worker: with `accept: reusePort`
 //! each loop owns one socket of a SO_REUSEPORT group, with `shared` they all accept from
-//! one socket. A connection stays on the worker that accepted it.
+//! one socket. A connection stays on the worker that accepted it, and so does its place in
+//! that worker's connection table, which the worker's sweeper walks.
 
 mod accept;
 mod conn;
@@ -20,6 +25,7 @@ mod first;
 mod forward;
 mod pool;
 mod socket;
+mod sweep;
 mod track;
 mod worker;
 
@@ -189,6 +195,14 @@ impl Proxy {
             stats,
             workers,
         };
+        for (i, scope) in proxy.scopes.iter().enumerate() {
+            proxy.workers.handle(i).spawn(sweep::run(
+                Arc::clone(&proxy.stats[i].conns),
+                Arc::clone(&proxy.shared),
+                scope.cut.clone(),
+                proxy.shared.backends.watch_closings(),
+            ));
+        }
         for (addr, l) in bound {
             proxy.spawn_listener(addr, l);
         }

@@ -1,6 +1,7 @@
 //! The table of open connections, for the control plane: which client is on which backend,
-//! since when, how much it moved and when it was last active, and a per-connection signal
-//! to shed it gracefully (see [`crate::rebalance`]).
+//! since when, how much it moved and when it was last active; and each connection's
+//! [`Signal`], by which the rest of the process tells it to end: idle, cut at the end of a
+//! drain, its backend down (`onDown: close`), or shed gracefully (see [`crate::rebalance`]).
 //!
 //! A table is sharded by owner: each data-plane worker owns a [`ConnTable`] (numbered by
 //! the worker) and readers take [`ConnTable::snapshot`] of all of them. A connection takes the table's lock once when it opens and once when it closes;
@@ -9,10 +10,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 
 use super::forward::Activity;
@@ -37,8 +40,81 @@ pub(crate) struct Tracked {
     pub(crate) backend: Arc<Backend>,
     /// Byte counts and last-byte times, updated by the forwarding code.
     pub(crate) activity: Activity,
-    /// Notified to ask the connection to close gracefully; it does so only when quiet.
-    pub(crate) shed: Notify,
+    /// Why it must end, raised from outside its task.
+    pub(crate) signal: Signal,
+    /// Its backend's [`Backend::closings`] when it was established.
+    closings: u64,
+}
+
+/// Why a connection must end, as raised on its [`Signal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Why {
+    /// The end of a drain.
+    Cut = 1,
+    /// Its backend went down with `onDown: close`.
+    Kill = 2,
+    /// No byte either way for `timeouts.idle`.
+    Idle = 4,
+    /// The rebalancer asks it to close gracefully; honoured only at a quiet instant.
+    Shed = 8,
+}
+
+impl Why {
+    /// In the order they are answered when several are raised.
+    pub(crate) const ALL: [Why; 4] = [Why::Cut, Why::Kill, Why::Idle, Why::Shed];
+}
+
+/// The reasons raised for one connection to end and the waker of its task: raising one is
+/// an atomic or and a wake-up, and a connection's forwarding loop checks it on each wake-up
+/// with one atomic load and a waker registration on memory no other connection touches.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    raised: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    /// Raise `why` and wake the connection.
+    pub(crate) fn raise(&self, why: Why) {
+        self.raised.fetch_or(why as u8, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// Forget `why` (a shed that could not be honoured).
+    pub(crate) fn clear(&self, why: Why) {
+        self.raised.fetch_and(!(why as u8), Ordering::AcqRel);
+    }
+
+    /// The first reason raised, or pending with the task registered for the next one.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Why> {
+        if let Some(w) = self.first() {
+            return Poll::Ready(w);
+        }
+        self.waker.register(cx.waker());
+        // Raised between the check and the registration: not lost.
+        self.first().map_or(Poll::Pending, Poll::Ready)
+    }
+
+    /// Ready once `why` is raised, whatever else is; the task is registered either way.
+    pub(crate) fn poll_raised(&self, cx: &mut Context<'_>, why: Why) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.raised.load(Ordering::Acquire) & (why as u8) != 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn first(&self) -> Option<Why> {
+        let raised = self.raised.load(Ordering::Acquire);
+        Why::ALL.into_iter().find(|w| raised & (*w as u8) != 0)
+    }
+}
+
+/// Whether a connection whose last byte moved at `last` is idle at `now` for `idle`.
+pub(crate) fn idle_at(last: Instant, idle: Duration, now: Instant) -> bool {
+    now.saturating_duration_since(last) >= idle
 }
 
 /// One open connection as readers see it: a copy taken at one instant.
@@ -97,9 +173,10 @@ impl ConnTable {
         let tracked = Arc::new(Tracked {
             id: self.base | seq,
             client,
-            backend,
             activity: Activity::new(),
-            shed: Notify::new(),
+            signal: Signal::default(),
+            closings: backend.closings(),
+            backend,
         });
         lock(&self.open).insert(tracked.id, Arc::clone(&tracked));
         Entry {
@@ -146,11 +223,43 @@ impl ConnTable {
         let tracked = lock(&self.open).get(&id).cloned();
         match tracked {
             Some(t) => {
-                t.shed.notify_one();
+                t.signal.raise(Why::Shed);
                 true
             }
             None => false,
         }
+    }
+
+    /// Raise `why` on every open connection.
+    pub(crate) fn raise_all(&self, why: Why) {
+        for t in lock(&self.open).values() {
+            t.signal.raise(why);
+        }
+    }
+
+    /// Raise [`Why::Idle`] on the connections idle at `now` for `idle`; how many.
+    pub(crate) fn raise_idle(&self, idle: Duration, now: Instant) -> usize {
+        let mut n = 0;
+        for t in lock(&self.open).values() {
+            if idle_at(t.activity.last(), idle, now) {
+                t.signal.raise(Why::Idle);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Raise [`Why::Kill`] on the connections whose backend closed its connections since
+    /// they were established; how many.
+    pub(crate) fn raise_closed(&self) -> usize {
+        let mut n = 0;
+        for t in lock(&self.open).values() {
+            if t.backend.closings() != t.closings {
+                t.signal.raise(Why::Kill);
+                n += 1;
+            }
+        }
+        n
     }
 }
 
@@ -170,4 +279,129 @@ impl Drop for Entry {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a panic mid-update of plain data; the data is still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+    use crate::backend::BackendSet;
+    use crate::config::{BackendAddress, BackendConfig, HealthConfig};
+
+    fn set() -> BackendSet {
+        let cfg = |name: &str, port: u16| BackendConfig {
+            name: name.into(),
+            address: BackendAddress::Ip(([127, 0, 0, 1], port).into()),
+            weight: 1,
+            health: HealthConfig::default(),
+        };
+        BackendSet::new(&[cfg("a", 1), cfg("b", 2)]).0
+    }
+
+    fn raised(t: &Tracked) -> Option<Why> {
+        match t.signal.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(w) => Some(w),
+            Poll::Pending => None,
+        }
+    }
+
+    fn client(port: u16) -> SocketAddr {
+        ([127, 0, 0, 1], port).into()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_is_raised_only_past_the_timeout_of_the_last_byte() {
+        let set = set();
+        let table = Arc::new(ConnTable::new(0));
+        let a = set.find("a").expect("a");
+        let quiet = table.insert(client(1), Arc::clone(&a));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let busy = table.insert(client(2), a);
+        let idle = Duration::from_secs(5);
+        assert_eq!(table.raise_idle(idle, Instant::now()), 1);
+        assert_eq!(raised(&quiet.tracked), Some(Why::Idle));
+        assert_eq!(raised(&busy.tracked), None);
+        // A byte moved resets its clock.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        busy.tracked.activity.sent_up(1);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        table.raise_idle(idle, Instant::now());
+        assert_eq!(raised(&busy.tracked), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        table.raise_idle(idle, Instant::now());
+        assert_eq!(raised(&busy.tracked), Some(Why::Idle));
+    }
+
+    #[test]
+    fn a_closing_kills_the_connections_established_before_it_only() {
+        let set = set();
+        let table = Arc::new(ConnTable::new(0));
+        let (a, b) = (set.find("a").expect("a"), set.find("b").expect("b"));
+        let mut closings = set.watch_closings();
+        let old = table.insert(client(1), Arc::clone(&a));
+        let other = table.insert(client(2), b);
+        set.close_connections(&a);
+        assert!(closings.has_changed().expect("open"));
+        closings.mark_unchanged();
+        let new = table.insert(client(3), a);
+        assert_eq!(table.raise_closed(), 1);
+        assert_eq!(raised(&old.tracked), Some(Why::Kill));
+        assert_eq!(raised(&other.tracked), None, "another backend's");
+        assert_eq!(raised(&new.tracked), None, "established after the closing");
+    }
+
+    #[test]
+    fn reasons_are_answered_in_order_and_a_shed_can_be_forgotten() {
+        let s = Signal::default();
+        let cx = &mut Context::from_waker(Waker::noop());
+        assert!(s.poll(cx).is_pending());
+        s.raise(Why::Shed);
+        assert_eq!(s.poll(cx), Poll::Ready(Why::Shed));
+        s.clear(Why::Shed);
+        assert!(s.poll(cx).is_pending());
+        s.raise(Why::Idle);
+        s.raise(Why::Cut);
+        assert_eq!(s.poll(cx), Poll::Ready(Why::Cut));
+        assert!(s.poll_raised(cx, Why::Idle).is_ready());
+        assert!(s.poll_raised(cx, Why::Kill).is_pending());
+    }
+
+    #[test]
+    fn a_raise_wakes_the_registered_task_and_a_cut_reaches_every_connection() {
+        let set = set();
+        let table = Arc::new(ConnTable::new(0));
+        let a = set.find("a").expect("a");
+        let entries: Vec<Entry> = (1..=3)
+            .map(|p| table.insert(client(p), Arc::clone(&a)))
+            .collect();
+        let (waker, count) = counting_waker();
+        for e in &entries {
+            assert!(
+                e.tracked
+                    .signal
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+        }
+        table.raise_all(Why::Cut);
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        for e in &entries {
+            assert_eq!(raised(&e.tracked), Some(Why::Cut));
+        }
+        assert!(table.shed(entries[0].tracked.id));
+        drop(entries);
+        assert!(table.is_empty());
+    }
+
+    fn counting_waker() -> (Waker, Arc<std::sync::atomic::AtomicUsize>) {
+        struct Count(Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (Waker::from(Arc::new(Count(Arc::clone(&n)))), n)
+    }
 }
