@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::accept::WorkerStats;
 use super::first::{self, Replay, Verdict};
 use super::forward::{self, Activity, End, Mode};
-use super::socket::tune;
+use super::socket::tune_now;
 use super::track::Why;
 use super::{Settings, Shared};
 use crate::backend::{ActiveGuard, Backend, State};
@@ -124,7 +124,16 @@ pub(crate) async fn run<A: Send + 'static>(
         }
         drop(cut);
         drop(tried);
-        let end = forward::run(&client, &backend, mode, signal, &worker.pools, activity).await;
+        let end = forward::run(
+            &client,
+            &backend,
+            mode,
+            signal,
+            &settings.tcp,
+            &worker.pools,
+            activity,
+        )
+        .await;
         let up = activity.up.load(std::sync::atomic::Ordering::Relaxed);
         let down = activity.down.load(std::sync::atomic::Ordering::Relaxed);
         let m = &shared.metrics;
@@ -290,7 +299,7 @@ async fn connect_one(
     let addr = backend.address();
     let attempt = async {
         let stream = connect_nonblocking(addr).await?;
-        if let Err(e) = tune(&stream, &settings.tcp) {
+        if let Err(e) = tune_now(&stream) {
             tracing::debug!(error = %e, "backend socket options");
         }
         Ok(stream)

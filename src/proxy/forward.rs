@@ -21,7 +21,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::pool::Pools;
+use super::socket::tune_late;
 use super::track::{Signal, Why};
+use crate::config::TcpOptions;
 
 /// How bytes are moved for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,12 +165,14 @@ enum Failure {
 /// raised on `signal`: idle, cut (end of drain), kill (backend down) or shed (rebalance;
 /// honoured only at a quiet instant, see [`shed_gracefully`]). The signal is checked on each
 /// wake-up with one atomic load; nothing in here waits on a timer or on a token shared with
-/// other connections.
+/// other connections. The signal also asks, once, for the backend leg's late options
+/// (`tcp`, see [`tune_late`]).
 pub(crate) async fn run(
     client: &TcpStream,
     backend: &TcpStream,
     mode: Mode,
     signal: &Signal,
+    tcp: &TcpOptions,
     pools: &Pools,
     activity: &Activity,
 ) -> End {
@@ -225,6 +229,12 @@ pub(crate) async fn run(
                 }
                 // Not now: wait for the next request to shed.
                 Some(Why::Shed) => signal.clear(Why::Shed),
+                Some(Why::Tune) => {
+                    signal.clear(Why::Tune);
+                    if let Err(e) = tune_late(backend, tcp) {
+                        tracing::debug!(error = %e, "backend leg keepalive options");
+                    }
+                }
             }
             if up_done && down_done {
                 break false;
@@ -541,7 +551,7 @@ mod tests {
             .expect("connect");
         let (b, _) = l.accept().await.expect("accept");
         let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
-        let f = run(&a, &b, Mode::Auto, &signal, &pools, &activity);
+        let f = run(&a, &b, Mode::Auto, &signal, &TCP, &pools, &activity);
         let size = std::mem::size_of_val(&f);
         assert!(
             size <= MAX_FORWARD_FUTURE,
@@ -569,10 +579,18 @@ mod tests {
     async fn raised_reasons_end_forwarding_with_their_own_reason() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-        for why in Why::ALL {
+        for why in [Why::Cut, Why::Kill, Why::Idle, Why::Shed] {
             let ((mut user, client), (backend, mut server)) = (pair().await, pair().await);
             let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
-            let forwarding = run(&client, &backend, Mode::Auto, &signal, &pools, &activity);
+            let forwarding = run(
+                &client,
+                &backend,
+                Mode::Auto,
+                &signal,
+                &TCP,
+                &pools,
+                &activity,
+            );
             let script = async {
                 let mut got = [0u8; 5];
                 // Messages both ways, as a watch would carry them.
@@ -614,6 +632,7 @@ mod tests {
                 Why::Cut => "drain_cut",
                 Why::Kill => "backend_down",
                 Why::Shed => "rebalance",
+                Why::Tune => unreachable!("not an end"),
             };
             assert_eq!(end.label(), want, "{why:?}: {end:?}");
             assert_eq!(activity.up.load(Ordering::Relaxed) % 5, 0);
@@ -627,7 +646,15 @@ mod tests {
 
         let ((mut user, client), (backend, mut server)) = (pair().await, pair().await);
         let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
-        let forwarding = run(&client, &backend, Mode::Auto, &signal, &pools, &activity);
+        let forwarding = run(
+            &client,
+            &backend,
+            Mode::Auto,
+            &signal,
+            &TCP,
+            &pools,
+            &activity,
+        );
         let script = async {
             let mut got = [0u8; 5];
             user.write_all(b"hello").await.expect("write");
@@ -649,5 +676,55 @@ mod tests {
         .expect("a cut ends the shed's linger");
         assert_eq!(end.label(), "rebalance");
         assert!(started.elapsed() < SHED_LINGER);
+    }
+
+    const TCP: TcpOptions = TcpOptions {
+        keepalive_time: Duration::from_secs(7),
+        keepalive_interval: Duration::from_secs(3),
+        user_timeout: Duration::from_secs(13),
+    };
+
+    /// Asked to tune, the connection sets its backend leg's keepalive options and goes on.
+    #[tokio::test]
+    async fn a_tune_request_sets_the_backend_legs_late_options_and_forwarding_goes_on() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let ((mut user, client), (backend, mut server)) = (pair().await, pair().await);
+        let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
+        let forwarding = run(
+            &client,
+            &backend,
+            Mode::Auto,
+            &signal,
+            &TCP,
+            &pools,
+            &activity,
+        );
+        let leg = SockRef::from(&backend);
+        assert!(!leg.keepalive().expect("getsockopt"));
+        let script = async {
+            let mut got = [0u8; 5];
+            signal.raise(Why::Tune);
+            user.write_all(b"hello").await.expect("write");
+            server.read_exact(&mut got).await.expect("read");
+            assert_eq!(&got, b"hello");
+            assert!(leg.keepalive().expect("getsockopt"));
+            assert_eq!(
+                leg.tcp_keepalive_time().expect("getsockopt"),
+                Duration::from_secs(7)
+            );
+            assert_eq!(
+                leg.tcp_user_timeout().expect("getsockopt"),
+                Some(Duration::from_secs(13))
+            );
+            drop(user);
+            drop(server);
+        };
+        let (end, ()) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(forwarding, script)
+        })
+        .await
+        .expect("forwarding ended");
+        assert_eq!(end.label(), "eof");
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::TcpStream;
@@ -82,15 +83,34 @@ pub(crate) fn bind(
     tokio::net::TcpListener::from_std(bind_one(addr, opts, tcp, false)?)
 }
 
-/// Set the per-connection options on one leg (or a listener, whose accepted sockets inherit
-/// them): TCP_NODELAY, keepalive and TCP_USER_TIMEOUT.
-pub(crate) fn tune(stream: &TcpStream, tcp: &TcpOptions) -> io::Result<()> {
-    tune_socket(SockRef::from(stream), tcp)
+/// A backend leg that lives this long gets the options of [`tune_late`]: most API requests
+/// are over sooner and skip their three system calls.
+pub(crate) const TUNE_LATE_AFTER: Duration = Duration::from_secs(1);
+
+/// The options a backend leg needs from its first byte: TCP_NODELAY (a request must not
+/// wait for an ACK of the previous segment).
+pub(crate) fn tune_now(stream: &TcpStream) -> io::Result<()> {
+    SockRef::from(stream).set_tcp_nodelay(true)
 }
 
-/// As [`tune`], for any socket.
+/// The options that only matter on a connection that lives on: keepalive and
+/// TCP_USER_TIMEOUT. Set on a backend leg once it is [`TUNE_LATE_AFTER`] old, by the
+/// connection when its worker's sweeper asks (see `sweep.rs`), with the same effect as at
+/// connect for TCP_USER_TIMEOUT (the kernel measures it from the first unacknowledged
+/// segment) and a first keepalive probe at most about two seconds later than
+/// `tcp.keepaliveTime` on a connection silent since it opened.
+pub(crate) fn tune_late(stream: &TcpStream, tcp: &TcpOptions) -> io::Result<()> {
+    tune_late_socket(SockRef::from(stream), tcp)
+}
+
+/// Every per-connection option, on a listener: its accepted sockets (the client legs)
+/// inherit them at no cost per connection.
 pub(crate) fn tune_socket(sock: SockRef<'_>, tcp: &TcpOptions) -> io::Result<()> {
     sock.set_tcp_nodelay(true)?;
+    tune_late_socket(sock, tcp)
+}
+
+fn tune_late_socket(sock: SockRef<'_>, tcp: &TcpOptions) -> io::Result<()> {
     let keepalive = TcpKeepalive::new()
         .with_time(tcp.keepalive_time)
         .with_interval(tcp.keepalive_interval);
@@ -101,8 +121,6 @@ pub(crate) fn tune_socket(sock: SockRef<'_>, tcp: &TcpOptions) -> io::Result<()>
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use tokio::net::TcpListener;
 
     use super::*;
@@ -215,8 +233,9 @@ mod tests {
         );
     }
 
+    /// A backend leg gets TCP_NODELAY at once and the rest late, together all of them.
     #[tokio::test]
-    async fn backend_legs_are_tuned() {
+    async fn backend_legs_are_tuned_now_then_late() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let s = TcpStream::connect(l.local_addr().expect("addr"))
             .await
@@ -225,7 +244,11 @@ mod tests {
             keepalive_time: Duration::from_secs(7),
             ..tcp()
         };
-        tune(&s, &tcp).expect("tune");
+        tune_now(&s).expect("tune");
+        let sock = SockRef::from(&s);
+        assert!(sock.tcp_nodelay().expect("getsockopt"));
+        assert!(!sock.keepalive().expect("getsockopt"), "not yet");
+        tune_late(&s, &tcp).expect("tune");
         assert_tuned(&s, &tcp);
     }
 

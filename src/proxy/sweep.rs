@@ -3,7 +3,10 @@
 //! [`Signal`](super::track::Signal)s:
 //! - idle: no byte either way for `timeouts.idle`, checked every [`tick`];
 //! - cut: the end of a drain (the worker's cut token);
-//! - kill: their backend went down with `onDown: close` ([`BackendSet::close_connections`]).
+//! - kill: their backend went down with `onDown: close` ([`BackendSet::close_connections`]);
+//!
+//! and, not an end, asks each connection once it is a second old to set its backend leg's
+//! keepalive options ([`Why::Tune`]), which short connections never need.
 //!
 //! One task per worker instead of an idle timer and two token waits in every connection:
 //! a connection's task then holds no timer (about 110 bytes, and a timer-wheel insert and
@@ -20,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::socket::TUNE_LATE_AFTER;
 use super::track::{ConnTable, Why};
 
 /// The shortest time between two idle checks.
@@ -59,9 +63,13 @@ pub(crate) async fn run(
                 Err(_) => watching = false,
             },
             () = tokio::time::sleep(tick(idle)) => {
-                let n = table.raise_idle(idle, Instant::now());
+                let now = Instant::now();
+                let n = table.raise_idle(idle, now);
                 if n > 0 {
                     tracing::debug!(connections = n, "closing idle connections");
+                }
+                if let Some(born) = now.checked_sub(TUNE_LATE_AFTER) {
+                    table.raise_tune(born);
                 }
             }
         }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub(crate) struct Tracked {
     pub(crate) signal: Signal,
     /// Its backend's [`Backend::closings`] when it was established.
     closings: u64,
+    /// Whether [`Why::Tune`] was raised (once per connection).
+    tune_raised: AtomicBool,
 }
 
 /// Why a connection must end, as raised on its [`Signal`].
@@ -58,11 +60,14 @@ pub(crate) enum Why {
     Idle = 4,
     /// The rebalancer asks it to close gracefully; honoured only at a quiet instant.
     Shed = 8,
+    /// Not an end: it lived [`TUNE_LATE_AFTER`](super::socket::TUNE_LATE_AFTER), so its
+    /// backend leg takes the options of [`tune_late`](super::socket::tune_late).
+    Tune = 16,
 }
 
 impl Why {
     /// In the order they are answered when several are raised.
-    pub(crate) const ALL: [Why; 4] = [Why::Cut, Why::Kill, Why::Idle, Why::Shed];
+    pub(crate) const ALL: [Why; 5] = [Why::Cut, Why::Kill, Why::Idle, Why::Shed, Why::Tune];
 }
 
 /// The reasons raised for one connection to end and the waker of its task: raising one is
@@ -176,6 +181,7 @@ impl ConnTable {
             activity: Activity::new(),
             signal: Signal::default(),
             closings: backend.closings(),
+            tune_raised: AtomicBool::new(false),
             backend,
         });
         lock(&self.open).insert(tracked.id, Arc::clone(&tracked));
@@ -243,6 +249,19 @@ impl ConnTable {
         for t in lock(&self.open).values() {
             if idle_at(t.activity.last(), idle, now) {
                 t.signal.raise(Why::Idle);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Raise [`Why::Tune`] once on each connection established at or before `born`; how
+    /// many now.
+    pub(crate) fn raise_tune(&self, born: Instant) -> usize {
+        let mut n = 0;
+        for t in lock(&self.open).values() {
+            if t.activity.since() <= born && !t.tune_raised.swap(true, Ordering::Relaxed) {
+                t.signal.raise(Why::Tune);
                 n += 1;
             }
         }
@@ -349,6 +368,25 @@ mod tests {
         assert_eq!(raised(&old.tracked), Some(Why::Kill));
         assert_eq!(raised(&other.tracked), None, "another backend's");
         assert_eq!(raised(&new.tracked), None, "established after the closing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tune_is_raised_once_on_connections_old_enough() {
+        let set = set();
+        let table = Arc::new(ConnTable::new(0));
+        let a = set.find("a").expect("a");
+        let old = table.insert(client(1), Arc::clone(&a));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let young = table.insert(client(2), a);
+        let born = Instant::now() - Duration::from_secs(1);
+        assert_eq!(table.raise_tune(born), 1);
+        assert_eq!(raised(&old.tracked), Some(Why::Tune));
+        assert_eq!(raised(&young.tracked), None);
+        old.tracked.signal.clear(Why::Tune);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(table.raise_tune(Instant::now() - Duration::from_secs(1)), 1);
+        assert_eq!(raised(&old.tracked), None, "once only");
+        assert_eq!(raised(&young.tracked), Some(Why::Tune));
     }
 
     #[test]

@@ -373,6 +373,42 @@ async fn idle_connections_are_closed_and_busy_ones_kept(workers: usize) {
     assert_eq!(lb.metrics().closed.get("idle_timeout"), 1);
 }
 
+/// A backend leg that lives on gets the keepalive of `tcp.keepaliveTime` (set a second
+/// after it opened, so short connections skip the calls), seen from outside with `ss`: the
+/// kernel runs a keepalive timer on apilb's socket to the backend.
+async fn long_lived_backend_legs_get_keepalive(workers: usize) {
+    if !have_tool("ss", "iproute2") {
+        return;
+    }
+    let b = EchoBackend::start("b").await;
+    let lb = start(
+        workers,
+        &lb_yaml(
+            &any_port(),
+            &[("b", b.addr)],
+            "tcp: {keepaliveTime: 7s}
+health: {kind: none}
+",
+        ),
+    )
+    .await;
+    let (mut c, _) = connect_tagged(lb.local_addrs()[0]).await;
+    let legs = || {
+        let out = std::process::Command::new("ss")
+            .args(["-tnoH", "state", "established", "dst", &b.addr.to_string()])
+            .output()
+            .expect("ss");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(WAIT, "a keepalive timer on the backend leg", || async {
+        legs().contains("timer:(keepalive,")
+    })
+    .await;
+    let table = legs();
+    assert_eq!(table.lines().count(), 1, "{table}");
+    roundtrip(&mut c, b"still here").await;
+}
+
 async fn max_connections_closes_extra_clients_at_once(workers: usize) {
     let b = EchoBackend::start("b").await;
     let lb = start(
@@ -778,6 +814,7 @@ for_worker_counts!(
     connect_timeout_moves_on_to_the_next_backend,
     all_backends_down_closes_the_client_promptly,
     idle_connections_are_closed_and_busy_ones_kept,
+    long_lived_backend_legs_get_keepalive,
     max_connections_closes_extra_clients_at_once,
     least_connections_spreads_and_follows_load,
     weighted_round_robin_follows_weights,
