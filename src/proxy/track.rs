@@ -260,7 +260,10 @@ impl ConnTable {
     pub(crate) fn raise_tune(&self, born: Instant) -> usize {
         let mut n = 0;
         for t in lock(&self.open).values() {
-            if t.activity.since() <= born && !t.tune_raised.swap(true, Ordering::Relaxed) {
+            if t.activity.since() <= born
+                && !t.tune_raised.load(Ordering::Relaxed)
+                && !t.tune_raised.swap(true, Ordering::Relaxed)
+            {
                 t.signal.raise(Why::Tune);
                 n += 1;
             }
