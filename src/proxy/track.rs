@@ -40,7 +40,7 @@ pub(crate) struct Tracked {
     pub(crate) backend: Arc<Backend>,
     /// Byte counts and last-byte times, updated by the forwarding code.
     pub(crate) activity: Activity,
-    /// Why it must end, raised from outside its task.
+    /// What is asked of it, raised from outside its task.
     pub(crate) signal: Signal,
     /// Its backend's [`Backend::closings`] when it was established.
     closings: u64,
@@ -48,7 +48,8 @@ pub(crate) struct Tracked {
     tune_raised: AtomicBool,
 }
 
-/// Why a connection must end, as raised on its [`Signal`].
+/// What the rest of the process asks of a connection through its [`Signal`]: to end, for
+/// one of four reasons, or to tune its backend leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Why {
@@ -86,7 +87,7 @@ impl Signal {
         self.waker.wake();
     }
 
-    /// Forget `why` (a shed that could not be honoured).
+    /// Forget `why`: a shed that could not be honoured, or a tune done.
     pub(crate) fn clear(&self, why: Why) {
         self.raised.fetch_and(!(why as u8), Ordering::AcqRel);
     }
