@@ -1,6 +1,7 @@
 //! Sockets: listening sockets with their socket2 options, and the per-connection TCP
 //! options (TCP_NODELAY, keepalive, TCP_USER_TIMEOUT) that accepted sockets inherit from
-//! their listener and the backend leg sets itself.
+//! their listener and the backend leg sets itself (TCP_NODELAY at connect, the rest once it
+//! is a second old).
 
 use std::io;
 use std::net::SocketAddr;
@@ -233,7 +234,7 @@ mod tests {
         );
     }
 
-    /// A backend leg gets TCP_NODELAY at once and the rest late, together all of them.
+    /// A backend leg gets TCP_NODELAY at once, and the other options only when tuned late.
     #[tokio::test]
     async fn backend_legs_are_tuned_now_then_late() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
