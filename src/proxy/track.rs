@@ -239,46 +239,36 @@ impl ConnTable {
 
     /// Raise `why` on every open connection.
     pub(crate) fn raise_all(&self, why: Why) {
-        for t in lock(&self.open).values() {
-            t.signal.raise(why);
-        }
+        self.raise_where(why, |_| true);
     }
 
     /// Raise [`Why::Idle`] on the connections idle at `now` for `idle`; how many.
     pub(crate) fn raise_idle(&self, idle: Duration, now: Instant) -> usize {
-        let mut n = 0;
-        for t in lock(&self.open).values() {
-            if idle_at(t.activity.last(), idle, now) {
-                t.signal.raise(Why::Idle);
-                n += 1;
-            }
-        }
-        n
+        self.raise_where(Why::Idle, |t| idle_at(t.activity.last(), idle, now))
     }
 
     /// Raise [`Why::Tune`] once on each connection established at or before `born`; how
     /// many now.
     pub(crate) fn raise_tune(&self, born: Instant) -> usize {
-        let mut n = 0;
-        for t in lock(&self.open).values() {
-            if t.activity.since() <= born
+        self.raise_where(Why::Tune, |t| {
+            t.activity.since() <= born
                 && !t.tune_raised.load(Ordering::Relaxed)
                 && !t.tune_raised.swap(true, Ordering::Relaxed)
-            {
-                t.signal.raise(Why::Tune);
-                n += 1;
-            }
-        }
-        n
+        })
     }
 
     /// Raise [`Why::Kill`] on the connections whose backend closed its connections since
     /// they were established; how many.
     pub(crate) fn raise_closed(&self) -> usize {
+        self.raise_where(Why::Kill, |t| t.backend.closings() != t.closings)
+    }
+
+    /// Raise `why` on the open connections `pick` chooses; how many.
+    fn raise_where(&self, why: Why, mut pick: impl FnMut(&Tracked) -> bool) -> usize {
         let mut n = 0;
         for t in lock(&self.open).values() {
-            if t.backend.closings() != t.closings {
-                t.signal.raise(Why::Kill);
+            if pick(t) {
+                t.signal.raise(why);
                 n += 1;
             }
         }
