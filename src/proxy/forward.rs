@@ -532,6 +532,10 @@ async fn pump_splice(
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     /// Upper bound on the forwarding future, in bytes.
@@ -543,21 +547,60 @@ mod tests {
     /// every connection 8 KiB bigger.
     #[tokio::test]
     async fn the_forwarding_future_stays_small() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let a = TcpStream::connect(l.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (b, _) = l.accept().await.expect("accept");
-        let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
-        let f = run(&a, &b, Mode::Auto, &signal, &TCP, &pools, &activity);
+        let (a, b) = pair().await;
+        let parts = Parts::new();
+        let f = parts.forward(&a, &b);
         let size = std::mem::size_of_val(&f);
         assert!(
             size <= MAX_FORWARD_FUTURE,
             "the forwarding future is {size} bytes"
         );
         eprintln!("forwarding future: {size} bytes");
+    }
+
+    /// What one connection's forwarding borrows besides its two sockets.
+    struct Parts {
+        pools: Pools,
+        activity: Activity,
+        signal: Signal,
+    }
+
+    impl Parts {
+        fn new() -> Self {
+            Self {
+                pools: Pools::default(),
+                activity: Activity::new(),
+                signal: Signal::default(),
+            }
+        }
+
+        /// [`run`] between `client` and `backend`, copying small messages.
+        fn forward<'a>(
+            &'a self,
+            client: &'a TcpStream,
+            backend: &'a TcpStream,
+        ) -> impl Future<Output = End> + 'a {
+            run(
+                client,
+                backend,
+                Mode::Auto,
+                &self.signal,
+                &TCP,
+                &self.pools,
+                &self.activity,
+            )
+        }
+    }
+
+    /// One message each way through the proxy: `hello` from the user, `event` back.
+    async fn exchange(user: &mut TcpStream, server: &mut TcpStream) {
+        let mut got = [0u8; 5];
+        user.write_all(b"hello").await.expect("write");
+        server.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"hello");
+        server.write_all(b"event").await.expect("write");
+        user.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"event");
     }
 
     /// Two connected sockets on loopback.
@@ -577,29 +620,16 @@ mod tests {
     /// next request that finds the connection quiet, with a FIN to both peers.
     #[tokio::test]
     async fn raised_reasons_end_forwarding_with_their_own_reason() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
         for why in [Why::Cut, Why::Kill, Why::Idle, Why::Shed] {
             let ((mut user, client), (backend, mut server)) = (pair().await, pair().await);
-            let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
-            let forwarding = run(
-                &client,
-                &backend,
-                Mode::Auto,
-                &signal,
-                &TCP,
-                &pools,
-                &activity,
-            );
+            let parts = Parts::new();
+            let (signal, activity) = (&parts.signal, &parts.activity);
+            let forwarding = parts.forward(&client, &backend);
             let script = async {
                 let mut got = [0u8; 5];
                 // Messages both ways, as a watch would carry them.
                 for _ in 0..3 {
-                    user.write_all(b"hello").await.expect("write");
-                    server.read_exact(&mut got).await.expect("read");
-                    server.write_all(b"event").await.expect("write");
-                    user.read_exact(&mut got).await.expect("read");
-                    assert_eq!(&got, b"event");
+                    exchange(&mut user, &mut server).await;
                 }
                 if why != Why::Shed {
                     signal.raise(why);
@@ -642,25 +672,13 @@ mod tests {
     /// A cut raised while a shed waits for the peers to close ends the wait at once.
     #[tokio::test]
     async fn a_cut_ends_a_shed_waiting_for_its_peers() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
         let ((mut user, client), (backend, mut server)) = (pair().await, pair().await);
-        let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
-        let forwarding = run(
-            &client,
-            &backend,
-            Mode::Auto,
-            &signal,
-            &TCP,
-            &pools,
-            &activity,
-        );
+        let parts = Parts::new();
+        let signal = &parts.signal;
+        let forwarding = parts.forward(&client, &backend);
         let script = async {
             let mut got = [0u8; 5];
-            user.write_all(b"hello").await.expect("write");
-            server.read_exact(&mut got).await.expect("read");
-            server.write_all(b"event").await.expect("write");
-            user.read_exact(&mut got).await.expect("read");
+            exchange(&mut user, &mut server).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
             signal.raise(Why::Shed);
             // The FIN reaches the user, who does not close (SHED_LINGER would hold on).
@@ -687,19 +705,10 @@ mod tests {
     /// Asked to tune, the connection sets its backend leg's keepalive options and goes on.
     #[tokio::test]
     async fn a_tune_request_sets_the_backend_legs_late_options_and_forwarding_goes_on() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
         let ((mut user, client), (backend, mut server)) = (pair().await, pair().await);
-        let (pools, activity, signal) = (Pools::default(), Activity::new(), Signal::default());
-        let forwarding = run(
-            &client,
-            &backend,
-            Mode::Auto,
-            &signal,
-            &TCP,
-            &pools,
-            &activity,
-        );
+        let parts = Parts::new();
+        let signal = &parts.signal;
+        let forwarding = parts.forward(&client, &backend);
         let leg = SockRef::from(&backend);
         assert!(!leg.keepalive().expect("getsockopt"));
         let script = async {
